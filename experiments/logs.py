@@ -1,0 +1,83 @@
+"""Run logging: WORKDIR/metrics.jsonl (process 0), optional TensorBoard, a progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+
+def _plain(value):
+  value = np.asarray(value)
+  return value.item() if value.ndim == 0 else value.tolist()
+
+
+class MetricWriter:
+  """Appends one JSON object per call to metrics.jsonl; mirrors scalars to TensorBoard."""
+
+  def __init__(self, workdir: str, *, tensorboard: bool = False):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if self.enabled and tensorboard:
+      from tensorboardX import SummaryWriter  # optional dependency, imported on demand
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, metrics: dict, **extra) -> dict:
+    record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}, **extra}
+    if self.enabled:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+      if self._tb is not None:
+        for k, v in record.items():
+          if isinstance(v, (int, float)) and k != "step":
+            self._tb.add_scalar(k, v, step)
+    return record
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+  """A one-line progress bar with steps/s and ETA on stderr (process 0 only)."""
+
+  def __init__(self, start: int, total: int, *, enabled: bool = True):
+    self.start, self.total = start, total
+    self.enabled = enabled and jax.process_index() == 0
+    self.t0 = time.perf_counter()
+    self._last = 0.0
+
+  def update(self, step: int, loss: float | None = None, force: bool = False) -> None:
+    now = time.perf_counter()
+    if not self.enabled or (not force and now - self._last < 0.5):
+      return
+    self._last = now
+    done = step - self.start
+    rate = done / max(now - self.t0, 1e-9)
+    eta = (self.total - step) / rate if rate > 0 else math.inf
+    width = 30
+    filled = int(width * step / max(self.total, 1))
+    bar = "#" * filled + "-" * (width - filled)
+    loss_text = f" loss {loss:.4f}" if loss is not None else ""
+    eta_text = f"{eta:5.0f}s" if math.isfinite(eta) else "    ?"
+    sys.stderr.write(f"\r[{bar}] {step}/{self.total} {rate:6.1f} it/s ETA {eta_text}{loss_text}")
+    sys.stderr.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      sys.stderr.write("\n")
+      sys.stderr.flush()

@@ -1,0 +1,33 @@
+"""Figures written by runs: 2-D sample scatter plots (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def scatter_samples(path: str, samples, reference=None, *, title: str = "") -> str:
+  """Scatter model samples (and a reference draw of the data beside them) into a PNG."""
+  samples = np.asarray(samples)
+  panels = [("model samples", samples)]
+  if reference is not None:
+    panels.insert(0, ("data", np.asarray(reference)))
+  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+  both = np.concatenate([p for _, p in panels])
+  lo, hi = np.percentile(both, 0.5, axis=0), np.percentile(both, 99.5, axis=0)
+  pad = 0.1 * (hi - lo)
+  for ax, (name, pts) in zip(axes[0], panels):
+    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
+    ax.set_title(name)
+    ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+    ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+    ax.set_aspect("equal")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -1,0 +1,33 @@
+"""Train: python -m launch.train --config=configs/X.py[:arg] --workdir=DIR [--config.a.b=v ...].
+
+Relaunching the same command resumes from DIR's latest checkpoint.
+"""
+
+import json
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "Python config file (configs/*.py[:arg]).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  import jax
+  if FLAGS.distributed:
+    jax.distributed.initialize()
+  from experiments import trainer
+  summary = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if jax.process_index() == 0:
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)
