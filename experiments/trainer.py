@@ -107,7 +107,7 @@ def make_train_step(run: Run):
         "ema_params": ema,
         "first_nonfinite": jnp.where(bad, step, state["first_nonfinite"]),
     }
-    metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(step)}
+    metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(step)}
     return new_state, metrics
 
   replicated = sharding_lib.replicated(run.mesh)

@@ -8,8 +8,8 @@ import pytest
 
 from tests.experiments.helpers import launch
 
-CONFIG = "--config=configs/cfm_toy.py:runlocal=true,steps=400"
-FLAGS = ("--config.train.checkpoint_every=25", "--config.train.log_every=25",
+CONFIG = "--config=configs/cfm_toy.py:runlocal=true"
+FLAGS = ("--config.train.num_steps=2000", "--config.train.checkpoint_every=50", "--config.train.log_every=25",
          "--config.log.progress=false", "--config.eval.num_samples=64")
 
 
@@ -48,7 +48,7 @@ def reference_samples(tmp_path_factory):
 def test_interrupted_run_resumes_to_identical_samples(tmp_path, reference_samples, sig):
   workdir = tmp_path / "run"
   proc = _train(workdir, wait=False)
-  _wait_for_checkpoint(proc, workdir, 50)
+  _wait_for_checkpoint(proc, workdir, 100)
   proc.send_signal(sig)
   proc.wait(timeout=120)
   if sig == signal.SIGTERM:
