@@ -22,6 +22,7 @@ def _ours(batch: int, hidden, steps: int, warmup: int) -> dict:
   config = cfm_toy.get_config(f"batch={batch}")
   config.model.hidden = tuple(hidden)
   config.train.num_steps = steps + warmup
+  config.optim.warmup_steps = 0
   run = trainer.build(config)
   state = trainer.init_state(run)
   t0 = time.perf_counter()
@@ -60,7 +61,8 @@ def _torch(batch: int, hidden, steps: int, warmup: int) -> dict | None:
     upper = torch.rand(n) < 0.5
     x = torch.where(upper, torch.cos(u), 1 - torch.cos(u))
     y = torch.where(upper, torch.sin(u), 0.5 - torch.sin(u))
-    return torch.stack([x, y], -1) + 0.05 * torch.randn(n, 2)
+    pts = torch.stack([x, y], -1) + 0.1 * torch.randn(n, 2)
+    return 2.0 * (pts - torch.tensor([0.5, 0.25]))
 
   def step():
     x1 = moons(batch)
