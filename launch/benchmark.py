@@ -6,6 +6,8 @@ Prints a table and writes DIR/<name>.json (default DIR: benchmarks/results).
 import importlib
 
 from absl import app, flags
+
+from launch import common
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Benchmark config (configs/bench_*.py).",
@@ -17,6 +19,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  common.quiet_logging()
   from experiments.benchmarks import report
   config = FLAGS.config
   module = importlib.import_module(f"experiments.benchmarks.{config.benchmark}")

@@ -3,7 +3,9 @@
 
 import json
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from launch import common
 
 flags.DEFINE_string("workdir", None, "A training workdir (holds config.json and checkpoints/).")
 flags.DEFINE_integer("num_samples", 1000, "Number of samples.")
@@ -17,8 +19,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  common.quiet_logging()
   from experiments import sampling
   info = sampling.sample_to_file(FLAGS.workdir, FLAGS.out, num_samples=FLAGS.num_samples,
                                  seed=FLAGS.seed, sampler=FLAGS.sampler, num_steps=FLAGS.num_steps)

@@ -5,8 +5,10 @@ Relaunching the same command resumes from DIR's latest checkpoint.
 
 import json
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from launch import common
 
 config_flags.DEFINE_config_file("config", None, "Python config file (configs/*.py[:arg]).",
                                 lock_config=True)
@@ -18,8 +20,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  common.quiet_logging()
   import jax
   if FLAGS.distributed:
     jax.distributed.initialize()
