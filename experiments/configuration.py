@@ -52,24 +52,31 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.train.batch_size % num_devices:
     raise ValueError(f"config.train.batch_size={config.train.batch_size} must be divisible by "
                      f"the number of devices ({num_devices})")
-  if _require(config, "optim.name") not in optim.OPTIMIZERS:
-    raise ValueError(f"config.optim.name must be one of {optim.OPTIMIZERS}, got {config.optim.name!r}")
-  if config.optim.get("schedule", "constant") not in optim.SCHEDULES:
-    raise ValueError(f"config.optim.schedule must be one of {optim.SCHEDULES}, "
-                     f"got {config.optim.schedule!r}")
-  lr = _require(config, "optim.lr")
-  if not isinstance(lr, (int, float)) or lr <= 0:
-    raise ValueError(f"config.optim.lr must be a positive number, got {lr!r}")
-  warmup = config.optim.get("warmup_steps", 0)
-  if not 0 <= warmup < config.train.num_steps:
-    raise ValueError(f"config.optim.warmup_steps must be in [0, config.train.num_steps="
-                     f"{config.train.num_steps}), got {warmup}")
-  if config.optim.get("grad_clip", 0.0) < 0:
-    raise ValueError(f"config.optim.grad_clip must be >= 0, got {config.optim.grad_clip}")
+  _require(config, "optim")
+  for section in sorted(k for k in config.keys() if k == "optim" or k.startswith("optim_")):
+    _check_optim(config, section)
   decay = _require(config, "ema_decay")
   if not 0.0 <= decay < 1.0:
     raise ValueError(f"config.ema_decay must be in [0, 1), got {decay}")
   family_cls.check_config(config)
+
+
+def _check_optim(config, section: str) -> None:
+  """An optimizer section (config.optim, or config.optim_<phase> for multi-phase families)."""
+  o = config[section]
+  if o.get("name") not in optim.OPTIMIZERS:
+    raise ValueError(f"config.{section}.name must be one of {optim.OPTIMIZERS}, got {o.get('name')!r}")
+  if o.get("schedule", "constant") not in optim.SCHEDULES:
+    raise ValueError(f"config.{section}.schedule must be one of {optim.SCHEDULES}, got {o.schedule!r}")
+  lr = o.get("lr")
+  if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+    raise ValueError(f"config.{section}.lr must be a positive number, got {lr!r}")
+  warmup = o.get("warmup_steps", 0)
+  if not 0 <= warmup < config.train.num_steps:
+    raise ValueError(f"config.{section}.warmup_steps must be in [0, config.train.num_steps="
+                     f"{config.train.num_steps}), got {warmup}")
+  if o.get("grad_clip", 0.0) < 0:
+    raise ValueError(f"config.{section}.grad_clip must be >= 0, got {o.grad_clip}")
 
 
 def save_json(config, workdir: str) -> str:

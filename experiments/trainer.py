@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,29 @@ class NonFiniteLossError(FloatingPointError):
   """Raised when the loss stops being finite; the last good checkpoint is kept."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One optimizer update inside a train step.
+
+  loss(params, batch, key) -> (loss, metrics) sees all params; gradients flow to
+  params[group] only (all params if group is None), updated by the optax
+  optimizer built from config[optim], `repeats` times per step on fresh batches.
+  GANs use two phases (critic x n_critic, then generator); most families one.
+  """
+  name: str
+  loss: Callable
+  group: str | None = None
+  optim: str = "optim"
+  repeats: int = 1
+
+
+def phases_of(family) -> tuple[Phase, ...]:
+  """The family's phases, or one phase training all params on family.loss."""
+  if hasattr(family, "phases"):
+    return tuple(family.phases())
+  return (Phase("model", family.loss),)
+
+
 @dataclasses.dataclass
 class Run:
   """Everything built from a config that the loop and the samplers need."""
@@ -39,76 +63,115 @@ class Run:
   family: object
   dataset: object
   mesh: jax.sharding.Mesh
-  tx: optax.GradientTransformation
+  phases: tuple
+  optimizers: dict
   state_shardings: object
   abstract_state: object
   keys: dict
 
 
 def build(config) -> Run:
-  """Validate the config, then build family, data, mesh, optimizer and state layout."""
+  """Validate the config, then build family, data, mesh, optimizers and state layout."""
   configuration.validate(config)
   family = families.get(config.family)(config)
   dataset = make_dataset(config.data)
   mesh = sharding_lib.make_mesh(config.train.get("num_devices", 0) or None)
   sharding_lib.check_batch_divisible(config.train.batch_size, mesh)
-  tx = optim.make_optimizer(config.optim, config.train.num_steps)
+  phases = phases_of(family)
+  optimizers = {p.name: optim.make_optimizer(config[p.optim], config.train.num_steps) for p in phases}
   root = jax.random.key(config.seed)
   keys = {name: jax.random.fold_in(root, tag) for name, tag in
           (("init", INIT), ("train", TRAIN), ("sample", SAMPLE), ("eval", EVAL))}
-  abstract = jax.eval_shape(lambda k: _initial_state(family, tx, k), keys["init"])
+  abstract = jax.eval_shape(lambda k: _initial_state(family, phases, optimizers, k), keys["init"])
   shardings = sharding_lib.param_sharding(abstract, mesh, config.train.get("param_sharding", "replicated"))
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
-  return Run(config, family, dataset, mesh, tx, shardings, abstract, keys)
+  return Run(config, family, dataset, mesh, phases, optimizers, shardings, abstract, keys)
 
 
-def _initial_state(family, tx, key):
+def _group(params, group):
+  return params if group is None else params[group]
+
+
+def _initial_state(family, phases, optimizers, key):
   params = family.init(key)
   return {
       "step": jnp.zeros((), jnp.int32),
       "params": params,
-      "opt_state": tx.init(params),
+      "opt_state": {p.name: optimizers[p.name].init(_group(params, p.group)) for p in phases},
       "ema_params": jax.tree.map(jnp.copy, params),
       "first_nonfinite": jnp.full((), -1, jnp.int32),
   }
 
 
 def init_state(run: Run):
-  return jax.jit(lambda k: _initial_state(run.family, run.tx, k),
+  return jax.jit(lambda k: _initial_state(run.family, run.phases, run.optimizers, k),
                  out_shardings=run.state_shardings)(run.keys["init"])
 
 
-def make_train_step(run: Run):
-  """jit(state, key) -> (state, metrics): one optimizer step on the batch of this step.
+def update_keys(train_key: jax.Array, step, draw) -> tuple[jax.Array, jax.Array]:
+  """(data_key, loss_key) of update number `draw` (0-based within the step) at `step`."""
+  return tuple(jax.random.split(jax.random.fold_in(jax.random.fold_in(train_key, step), draw)))
 
-  batch = data(fold_in(key, step)), loss noise from the same per-step key; the
-  state is donated; the batch is laid out over the "data" mesh axis.
+
+def make_train_step(run: Run):
+  """jit(state, key) -> (state, metrics): one train step (every phase, every repeat).
+
+  Update d of step s draws its batch from data(fold_in(fold_in(key, s), d)) and its
+  loss noise from the same key, so the run is a function of (seed, step). The
+  state is donated; batches are laid out over the "data" mesh axis. After the
+  updates, family.after_step(params, step) (if defined) may refresh frozen groups
+  (e.g. an EMA target network); then the evaluation EMA is updated.
   """
-  config, family, tx = run.config, run.family, run.tx
+  config, family, phases = run.config, run.family, run.phases
   batch_size, decay = config.train.batch_size, config.ema_decay
   batch_layout = sharding_lib.batch_sharding(run.mesh)
   schedule = optim.learning_rate(config.optim, config.train.num_steps)
+  offsets = [sum(p.repeats for p in phases[:i]) for i in range(len(phases))]
 
   def step_fn(state, key):
     step = state["step"]
-    data_key, loss_key = jax.random.split(jax.random.fold_in(key, step))
-    batch = jax.lax.with_sharding_constraint(run.dataset.sample(data_key, batch_size), batch_layout)
-    (loss, metrics), grads = jax.value_and_grad(family.loss, has_aux=True)(
-        state["params"], batch, loss_key)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
+    params, opt_states, metrics, losses = state["params"], dict(state["opt_state"]), {}, []
+    for phase, offset in zip(phases, offsets):
+      tx = run.optimizers[phase.name]
+
+      def update(carry, r, phase=phase, offset=offset, tx=tx):
+        params, opt_state = carry
+        data_key, loss_key = update_keys(key, step, offset + r)
+        batch = jax.lax.with_sharding_constraint(run.dataset.sample(data_key, batch_size),
+                                                 batch_layout)
+
+        def loss_fn(trained):
+          full = trained if phase.group is None else {**params, phase.group: trained}
+          return phase.loss(full, batch, loss_key)
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(_group(params, phase.group))
+        updates, opt_state = tx.update(grads, opt_state, _group(params, phase.group))
+        trained = optax.apply_updates(_group(params, phase.group), updates)
+        params = trained if phase.group is None else {**params, phase.group: trained}
+        return (params, opt_state), {**aux, "loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+      (params, opt_states[phase.name]), out = jax.lax.scan(
+          update, (params, opt_states[phase.name]), jnp.arange(phase.repeats))
+      last = jax.tree.map(lambda x: x[-1], out)
+      losses.append(out["loss"])
+      prefix = "" if len(phases) == 1 else f"{phase.name}/"
+      metrics.update({prefix + k: v for k, v in last.items()})
+    if len(phases) > 1:
+      metrics["loss"] = last["loss"]  # the last phase's loss (e.g. the generator's)
+    if hasattr(family, "after_step"):
+      params = family.after_step(params, step)
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], params)
-    bad = ~jnp.isfinite(loss) & (state["first_nonfinite"] < 0)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in losses]))
+    bad = ~finite & (state["first_nonfinite"] < 0)
     new_state = {
         "step": step + 1,
         "params": params,
-        "opt_state": opt_state,
+        "opt_state": opt_states,
         "ema_params": ema,
         "first_nonfinite": jnp.where(bad, step, state["first_nonfinite"]),
     }
-    metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(step)}
-    return new_state, metrics
+    return new_state, {**metrics, "lr": schedule(step)}
 
   replicated = sharding_lib.replicated(run.mesh)
   return jax.jit(step_fn, in_shardings=(run.state_shardings, replicated),
@@ -225,11 +288,17 @@ def _evaluate(run: Run, workdir: str, state, compile_s: float) -> dict:
   summary = {"status": "done", "step": step, "num_samples": n, "sampler": config.sample.sampler,
              "sample_seconds": sample_s, "train_compile_s": compile_s,
              **{k: (float(v) if np.ndim(v) == 0 else v) for k, v in stats.items()}}
+  eval_key = jax.random.fold_in(run.keys["eval"], step)
   if len(run.dataset.shape) == 1:
-    summary.update(evaluation.sample_quality(jax.random.fold_in(run.keys["eval"], step), x, run.dataset))
+    summary.update(evaluation.sample_quality(eval_key, x, run.dataset))
+  if hasattr(run.family, "evaluate"):  # family-specific metrics (held-out ELBO, mode coverage, ...)
+    summary.update(run.family.evaluate(state["ema_params"], jax.random.fold_in(eval_key, 1), run.dataset))
   plot = _plot(run, workdir, x, step)
   if plot:
     summary["plot"] = plot
+  if hasattr(run.family, "figures") and jax.process_index() == 0:  # e.g. latent grids
+    summary["figures"] = run.family.figures(state["ema_params"], jax.random.fold_in(eval_key, 2),
+                                            workdir, step)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "eval.json"), "w") as f:
       json.dump(summary, f, indent=2)

@@ -87,7 +87,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tm
   bad_step = 13
   real_make_dataset = trainer.make_dataset
   seed_key = jax.random.fold_in(jax.random.key(0), trainer.TRAIN)
-  poisoned = jax.random.key_data(jax.random.split(jax.random.fold_in(seed_key, bad_step))[0])
+  poisoned = jax.random.key_data(trainer.update_keys(seed_key, bad_step, 0)[0])
 
   class Poisoned:
     def __init__(self, inner):
