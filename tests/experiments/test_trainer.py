@@ -124,3 +124,12 @@ def test_sample_to_file_uses_sampler_options(finished_run, tmp_path):
   with pytest.raises(FileNotFoundError, match="config.json"):
     sampling.sample_to_file(str(tmp_path / "nowhere"), str(out), num_samples=4)
   del again
+
+
+def test_periodic_plots_and_tensorboard(tmp_path):
+  c = tiny_config(plot_every=10)
+  c.log.tensorboard = True
+  trainer.train_and_evaluate(c, str(tmp_path))
+  assert (tmp_path / "samples_0000010.png").exists() and (tmp_path / "samples_0000020.png").exists()
+  events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  assert events and events[0].stat().st_size > 0
