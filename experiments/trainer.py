@@ -41,12 +41,15 @@ class Phase:
   params[group] only (all params if group is None), updated by the optax
   optimizer built from config[optim], `repeats` times per step on fresh batches.
   GANs use two phases (critic x n_critic, then generator); most families one.
+  project(group_params) -> group_params, if given, is applied after every update
+  of this phase (e.g. WGAN weight clipping after each critic update).
   """
   name: str
   loss: Callable
   group: str | None = None
   optim: str = "optim"
   repeats: int = 1
+  project: Callable | None = None
 
 
 def phases_of(family) -> tuple[Phase, ...]:
@@ -148,6 +151,8 @@ def make_train_step(run: Run):
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(_group(params, phase.group))
         updates, opt_state = tx.update(grads, opt_state, _group(params, phase.group))
         trained = optax.apply_updates(_group(params, phase.group), updates)
+        if phase.project is not None:
+          trained = phase.project(trained)
         params = trained if phase.group is None else {**params, phase.group: trained}
         return (params, opt_state), {**aux, "loss": loss, "grad_norm": optax.tree.norm(grads)}
 

@@ -17,6 +17,10 @@ import importlib
 
 _FAMILIES = {
     "flow_matching": "experiments.families.flow_matching:FlowMatching",
+    "vae": "experiments.families.vae:VAE",
+    "gan": "experiments.families.gan:GAN",
+    "consistency": "experiments.families.consistency:Consistency",
+    "diffusion": "experiments.families.diffusion:Diffusion",
 }
 
 

@@ -78,3 +78,23 @@ def test_two_phase_run_trains_logs_and_validates_every_optimizer(two_player, tmp
   two_player.optim_b.lr = 0.0
   with pytest.raises(ValueError, match="config.optim_b.lr"):
     trainer.build(two_player)
+
+
+class Projected(TwoPlayer):
+  """Phase "a" (3 repeats) projects a onto [-0.6, 0.6] after every update."""
+
+  def phases(self):
+    clip = lambda a: jnp.clip(a, -0.6, 0.6)  # noqa: E731
+    return [trainer.Phase("a", self._loss_a, group="a", optim="optim", repeats=3, project=clip),
+            trainer.Phase("b", self._loss_b, group="b", optim="optim_b")]
+
+
+def test_phase_project_runs_after_every_update_of_its_phase(two_player, monkeypatch):
+  monkeypatch.setitem(families._FAMILIES, "two_player", Projected)
+  run = trainer.build(two_player)
+  state, _ = trainer.make_train_step(run)(trainer.init_state(run), run.keys["train"])
+  a = 0.0
+  for _ in range(3):                 # clip after each update: 0.5 -> 0.75 -> 0.6 -> 0.8 -> 0.6
+    a = min(a - 0.5 * (a - 1.0), 0.6)
+  np.testing.assert_allclose(state["params"]["a"], a, rtol=1e-6)
+  assert a == 0.6 and float(state["params"]["b"]) == -0.25   # b's phase has no projection

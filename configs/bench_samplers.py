@@ -1,0 +1,42 @@
+"""Benchmark: every sampler's error vs the exact PF-ODE map of an analytic mixture, per NFE,
+side by side with diffusers (python -m launch.benchmark --config=configs/bench_samplers.py)."""
+
+import ml_collections
+
+from configs.common import parse_arg
+
+# (label, registry name, options)
+OURS = (
+    ("ddim", "ddim", {}),
+    ("dpm_solver-1", "dpm_solver", {"order": 1}),
+    ("dpm_solver-2 multistep", "dpm_solver", {"order": 2}),
+    ("dpm_solver-3 multistep", "dpm_solver", {"order": 3}),
+    ("dpm_solver-2 singlestep", "dpm_solver", {"order": 2, "method": "singlestep"}),
+    ("dpm_solver-3 singlestep", "dpm_solver", {"order": 3, "method": "singlestep"}),
+    ("dpm_solver++ 2M", "dpm_solver++", {"order": 2}),
+    ("dpm_solver++ 3M", "dpm_solver++", {"order": 3}),
+    ("unipc-2", "unipc", {"order": 2}),
+    ("unipc-3", "unipc", {"order": 3}),
+    ("euler", "euler", {}),
+    ("heun", "heun", {}),
+    ("ddpm", "ddpm", {}),
+    ("ddim eta=1", "ddim", {"eta": 1.0}),
+    ("dpm_solver++ 2M SDE", "dpm_solver++", {"order": 2, "sde": True}),
+    ("euler_ancestral", "euler_ancestral", {}),
+    ("heun churn", "heun", {"s_churn": 10.0}),
+    ("langevin", "langevin", {}),
+    ("pc", "pc", {}),
+)
+
+
+def get_config(arg=None):
+  a = parse_arg(arg, quick=False, samples=1000)
+  return ml_collections.ConfigDict({
+      "benchmark": "samplers",
+      "name": "samplers",
+      "dims": (2,) if a.quick else (2, 8),
+      "nfe_budgets": (10,) if a.quick else (5, 10, 20, 50),
+      "num_samples": 200 if a.quick else a.samples,
+      "ours": OURS[:4] if a.quick else OURS,
+      "with_diffusers": True,
+  })

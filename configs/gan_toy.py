@@ -1,0 +1,65 @@
+"""A GAN on a 2-D toy distribution (default: non-saturating GAN on ring8).
+
+Usage: --config=configs/gan_toy.py:dataset=ring8,loss=non_saturating,steps=3000
+Arguments: dataset (research.data.toy names; mode coverage is reported on ring8
+and grid25), loss (minimax | non_saturating | wgan | wgan_gp), n_critic
+(critic updates per generator update), lr, critic_lr, steps, batch, runlocal
+(a few steps of a tiny model, for tests).
+
+Optimizers: config.optim is the generator's, config.optim_critic the critic's
+(Adam, b1 = 0.5 as in DCGAN / Unrolled GANs; no gradient clipping, no schedule).
+For the WGAN-GP setting of Gulrajani et al. 2017 use configs/wgan_gp_toy.py.
+"""
+
+from configs.common import base_config, parse_arg
+import ml_collections
+
+
+def build(a) -> ml_collections.ConfigDict:
+  """The config from parsed arguments `a` (shared with configs/wgan_gp_toy.py)."""
+  c = base_config()
+  c.family = "gan"
+  c.data.name = a.dataset
+  c.gan = ml_collections.ConfigDict({
+      "loss": a.loss,
+      "n_critic": a.n_critic,
+      "latent_dim": 2,            # 2-D Gaussian noise, as in Gulrajani et al.'s toy code
+      "gp_lambda": a.gp_lambda,   # used by wgan_gp only
+      "clip": 0.01,               # used by wgan only (Arjovsky et al. 2017)
+      "hq_num_std": 3.0,          # mode coverage: HQ radius in stds ...
+      "mode_min_fraction": 0.2,   # ... and a mode is hit with >= 0.2 n / K HQ samples
+  })
+  c.model = ml_collections.ConfigDict({
+      "generator_hidden": (256, 256, 256), "generator_activation": "silu",
+      "critic_hidden": (256, 256, 256), "critic_activation": "leaky_relu",
+  })
+  c.sample = ml_collections.ConfigDict({"sampler": "generator"})
+  c.train.num_steps = a.steps
+  c.train.batch_size = a.batch
+  c.train.checkpoint_every = 1000
+  c.train.log_every = 200
+  c.train.plot_every = a.plot_every
+  for section, lr in (("optim", a.lr), ("optim_critic", a.critic_lr)):
+    c[section] = ml_collections.ConfigDict({
+        "name": "adam", "lr": lr, "schedule": "constant", "warmup_steps": 0,
+        "final_lr_fraction": 0.0, "grad_clip": 0.0, "b1": a.b1, "b2": a.b2,
+        "weight_decay": 0.0})
+  c.ema_decay = 0.99   # generator EMA used for evaluation; GAN iterates oscillate
+  c.eval.num_samples = 2000
+  if a.runlocal:
+    c.train.num_steps = 10
+    c.train.checkpoint_every = 5
+    c.train.log_every = 5
+    c.train.plot_every = 0
+    c.model.generator_hidden = (32, 32)
+    c.model.critic_hidden = (32, 32)
+    c.eval.num_samples = 256
+    c.eval.plot_samples = 256
+  return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  a = parse_arg(arg, dataset="ring8", loss="non_saturating", n_critic=1, gp_lambda=10.0,
+                lr=1e-3, critic_lr=1e-3, b1=0.5, b2=0.999, steps=3000, batch=256,
+                plot_every=1000, runlocal=False)
+  return build(a)

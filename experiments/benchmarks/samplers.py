@@ -1,0 +1,145 @@
+"""Sampler accuracy per network evaluation on an analytic Gaussian mixture, vs diffusers.
+
+For a mixture with exact E[eps | x_t] (research.data.gmm / research.diffusion.exact)
+and the discrete linear DDPM schedule (T = 1000), every sampler maps the same
+x_T ~ N(0, I) to x0 with a perfect model. Reported per sampler and NFE budget:
+the NFE actually used, the RMSE to the exact probability-flow ODE map of the same
+x_T (Dopri8 in float64, rtol = atol = 1e-10), W2 to a fresh data draw (and the
+W2 noise floor of two fresh draws), compile and run time. With diffusers
+installed, its schedulers run on the same mixture and x_T (each with its best
+timestep_spacing), and the summary prints best-ours / best-diffusers error ratios.
+Stochastic samplers (ddpm, ddim eta > 0, ancestral, SDE, Langevin, PC) do not
+follow the ODE map; their RMSE is shown but only W2 is meaningful for them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.benchmarks import peers_diffusers as peers
+from research.data import gmm, toy
+from research.diffusion import exact, samplers, schedules
+from research.metrics import distances
+
+STOCHASTIC = {"ddpm", "langevin", "pc", "euler_ancestral"}
+
+
+def is_stochastic(name: str, options: dict) -> bool:
+  return (name in STOCHASTIC or options.get("eta", 0.0) > 0 or options.get("sde", False)
+          or options.get("s_churn", 0.0) > 0)
+
+
+def mixture(dim: int):
+  if dim == 2:
+    return toy.mixture("ring8")
+  return gmm.random_mixture(jax.random.key(1), 8, dim)
+
+
+def _rmse(x, ref) -> float:
+  return float(np.sqrt(np.mean(np.sum((np.asarray(x, np.float64) - ref) ** 2, -1))))
+
+
+def _steps_for(name, options, budget):
+  """The largest num_steps whose exact NFE fits the budget (None if even 1 step does not)."""
+  best = None
+  for n in range(1, budget + 1):
+    if samplers.nfe(name, n, **options) <= budget:
+      best = n
+  return best
+
+
+def _exact_map(mix, betas, x_T):
+  with jax.enable_x64(True):
+    sched = schedules.discrete_vp(jnp.asarray(betas, jnp.float64))
+    mix64 = gmm.GaussianMixture(jnp.asarray(mix.weights, jnp.float64),
+                                jnp.asarray(mix.means, jnp.float64), jnp.asarray(mix.stds, jnp.float64))
+    model = lambda x, t: exact.mixture_eps(mix64, x, sched.alpha(t), sched.sigma(t))
+    return np.asarray(exact.pf_ode_exact(model, jnp.asarray(x_T, jnp.float64), sched))
+
+
+def _ours(entry, mix, schedule, x_T, budget):
+  label, name, options = entry
+  num_steps = _steps_for(name, options, budget)
+  if num_steps is None:
+    return None
+  model = exact.mixture_model_fn(mix, schedule)
+  sampler = samplers.get(name)
+  fn = jax.jit(lambda key, x: sampler(key, model, x, schedule, num_steps=num_steps, **options))
+  key = jax.random.key(7)
+  t0 = time.perf_counter()
+  compiled = fn.lower(key, x_T).compile()
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  x = jax.block_until_ready(compiled(key, x_T))
+  return {"sampler": label, "nfe": samplers.nfe(name, num_steps, **options), "steps": num_steps,
+          "x": np.asarray(x), "compile_s": compile_s, "run_s": time.perf_counter() - t0,
+          "stochastic": is_stochastic(name, options)}
+
+
+def _peer(label, mix, betas, x_T, budget, x_exact):
+  """The diffusers scheduler `label` with its most accurate timestep_spacing."""
+  rows = []
+  for spacing in peers.SPACINGS:
+    t0 = time.perf_counter()
+    x, nfe = peers.run(label, spacing, betas, mix, x_T, peers.steps_for_nfe(label, budget))
+    rows.append({"sampler": f"diffusers {label} ({spacing})", "nfe": nfe, "x": x, "compile_s": None,
+                 "run_s": time.perf_counter() - t0, "stochastic": False, "err": _rmse(x, x_exact)})
+  return min(rows, key=lambda r: r["err"])
+
+
+def run(config) -> dict:
+  betas = np.asarray(schedules.linear_betas(1000, 1e-4, 0.02), np.float64)
+  schedule = schedules.discrete_vp(jnp.asarray(betas, jnp.float32))
+  with_peers = config.with_diffusers and peers.available()
+  rows, summary = [], []
+  for dim in config.dims:
+    mix = mixture(dim)
+    n = config.num_samples
+    x_T = jax.random.normal(jax.random.key(0), (n, dim), jnp.float32)
+    x_exact = _exact_map(mix, betas, np.asarray(x_T, np.float64))
+    data = gmm.sample(jax.random.key(2), mix, n)
+    floor = float(distances.wasserstein2(gmm.sample(jax.random.key(3), mix, n), data))
+    for budget in config.nfe_budgets:
+      group = []
+      for entry in config.ours:
+        r = _ours(entry, mix, schedule, x_T, budget)
+        if r is not None:
+          group.append(r)
+      if with_peers:
+        for label in peers.SCHEDULERS:
+          group.append(_peer(label, mix, betas, np.asarray(x_T), budget, x_exact))
+      for r in group:
+        r["err"] = _rmse(r["x"], x_exact)
+        r["w2"] = float(distances.wasserstein2(jnp.asarray(r.pop("x"), jnp.float32), data))
+        rows.append({"dim": dim, "budget": budget, "sampler": r["sampler"], "nfe": r["nfe"],
+                     "rmse vs exact ODE": r["err"], "W2": r["w2"], "W2 floor": floor,
+                     "compile s": r["compile_s"], "run s": r["run_s"],
+                     "kind": "SDE" if r["stochastic"] else "ODE"})
+      ode = [r for r in group if not r["stochastic"]]
+      ours = [r for r in ode if not r["sampler"].startswith("diffusers")]
+      theirs = [r for r in ode if r["sampler"].startswith("diffusers")]
+      best_ours = min(ours, key=lambda r: r["err"])
+      entry = {"dim": dim, "NFE <=": budget, "best ours": best_ours["sampler"], "ours rmse": best_ours["err"]}
+      if theirs:
+        best_theirs = min(theirs, key=lambda r: r["err"])
+        entry.update({"best diffusers": best_theirs["sampler"], "diffusers rmse": best_theirs["err"],
+                      "ours / diffusers": best_ours["err"] / best_theirs["err"]})
+      summary.append(entry)
+  notes = ["", "Summary: best deterministic sampler per NFE budget (goal: ours / diffusers <= 0.8)", ""]
+  from experiments.benchmarks import report
+  notes.append(report.table(["dim", "NFE <=", "best ours", "ours rmse", "best diffusers",
+                             "diffusers rmse", "ours / diffusers"], summary))
+  if not with_peers:
+    notes.append("(diffusers not installed: peers skipped)")
+  else:
+    notes.append(f"(diffusers {peers.version()}; each diffusers scheduler shown with its best "
+                 f"timestep_spacing of {peers.SPACINGS})")
+  return {"title": f"Sampler error vs NFE on analytic mixtures ({config.num_samples} samples, "
+                   "discrete linear schedule T=1000)",
+          "columns": ["dim", "budget", "sampler", "kind", "nfe", "rmse vs exact ODE", "W2", "W2 floor",
+                      "compile s", "run s"],
+          "rows": rows, "summary": summary, "notes": notes}

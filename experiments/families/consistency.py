@@ -1,0 +1,246 @@
+"""Consistency models (Song et al. 2023; Song & Dhariwal 2023) as a trainer plug-in.
+
+Noise convention: EDM's VE form x_sigma = x0 + sigma z, sigma in [sigma_min,
+sigma_max] (research/diffusion/consistency.py). The network is a VelocityMLP
+F(c_in x, c_noise) inside f(x, s) = c_skip(s) x + c_out(s) F (f(x, smin) = x exactly).
+
+Modes (config.consistency.mode):
+  "ict"  improved consistency training: theta- = stop_gradient(theta), N(k) doubling
+         curriculum, log-normal noise index, 1/(s_{n+1} - s_n) weight, pseudo-Huber.
+  "ct"   original consistency training: EMA target network with mu(k) = exp(s0 ln mu0 / N(k)),
+         N(k) square-root curriculum, uniform index, squared L2.
+  "cd"   consistency distillation from a trained diffusion workdir
+         (config.consistency.teacher_workdir, restored with experiments.sampling.load):
+         x_lo is one Heun (or Euler) step of the teacher's PF-ODE in sigma space;
+         fixed N = config.consistency.num_points, EMA target with fixed decay mu0.
+
+Parameter groups: {"online": F's params (the only group the optimizer trains),
+"target": the EMA target network (ct, cd), "counter": {"step": float32 k}}. The
+trainer's loss signature loss(params, batch, key) carries no step, so the curriculum
+step k lives in the frozen "counter" group: after_step(params, step) sets it to step + 1
+(from the trainer's own step, so it is checkpointed and exact after a resume) and
+moves the target by theta- <- mu theta- + (1 - mu) theta. It is float32 because the
+trainer's evaluation EMA averages every group (the EMA'd counter and target are unused).
+
+Sampling: CM Algorithm 1 with the trainer's EMA of "online"; num_steps = NFE
+(1: one-step generation), intermediate noise levels config.sample.sigmas (or Karras
+defaults, research.diffusion.consistency.sample_sigmas). Dropout: the MLP has none;
+a network with dropout would close one dropout key into both loss passes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from experiments.data import make_dataset
+from research.diffusion import consistency as cm
+from research.losses import consistency as losses
+from research.metrics import distances
+from research.nets.mlp import VelocityMLP, functional
+
+MODES = ("ict", "ct", "cd")
+
+
+def _teacher_denoiser(workdir: str):
+  """D(x; sigma) of the diffusion model trained in `workdir` (its EMA params), via sampling.load.
+
+  The diffusion family exposes its network as model_fn(params) -> (x_t, t) -> prediction,
+  plus its schedule and prediction type; the denoiser converts to EDM sigma space.
+  """
+  from experiments import sampling  # the trainer imports families: import at use
+  run, state = sampling.load(workdir)
+  family = run.family
+  for attr in ("model_fn", "schedule", "prediction"):
+    if not hasattr(family, attr):
+      raise ValueError(f"config.consistency.teacher_workdir={workdir!r} holds a "
+                       f"{run.config.family!r} run whose family has no {attr!r}: the teacher "
+                       f"must be a diffusion model")
+  model_fn = family.model_fn(state["ema_params"])
+  return cm.denoiser_from_diffusion(model_fn, family.schedule, family.prediction), run.config
+
+
+class Consistency:
+  """Consistency family: init / phases / after_step / sample / evaluate over plain pytrees."""
+
+  @staticmethod
+  def check_config(config) -> None:
+    c = config.consistency
+    if c.mode not in MODES:
+      raise ValueError(f"config.consistency.mode must be one of {MODES}, got {c.mode!r}")
+    if not 0 < c.sigma_min < c.sigma_max or not math.isfinite(c.sigma_max):
+      raise ValueError(f"config.consistency.sigma_min/sigma_max must satisfy 0 < sigma_min < "
+                       f"sigma_max < inf, got {c.sigma_min!r}, {c.sigma_max!r}")
+    if not c.sigma_data > 0:
+      raise ValueError(f"config.consistency.sigma_data must be > 0, got {c.sigma_data!r}")
+    if not c.rho > 0:
+      raise ValueError(f"config.consistency.rho must be > 0, got {c.rho!r}")
+    if c.mode in ("ict", "ct"):
+      if not (isinstance(c.s0, int) and isinstance(c.s1, int) and 1 <= c.s0 <= c.s1):
+        raise ValueError(f"config.consistency.s0/s1 must be integers with 1 <= s0 <= s1, "
+                         f"got s0={c.s0!r}, s1={c.s1!r}")
+    if c.mode == "cd":
+      if not (isinstance(c.num_points, int) and c.num_points >= 2):
+        raise ValueError(f"config.consistency.num_points must be an integer >= 2, "
+                         f"got {c.num_points!r}")
+      if not c.teacher_workdir:
+        raise ValueError("config.consistency.teacher_workdir must name a trained diffusion "
+                         "workdir for mode 'cd', got ''")
+      if not os.path.exists(os.path.join(c.teacher_workdir, "config.json")):
+        raise ValueError(f"config.consistency.teacher_workdir={c.teacher_workdir!r} holds no "
+                         f"config.json: train the teacher there first")
+      if c.teacher_solver not in cm.TEACHER_SOLVERS:
+        raise ValueError(f"config.consistency.teacher_solver must be one of "
+                         f"{cm.TEACHER_SOLVERS}, got {c.teacher_solver!r}")
+    if c.mode in ("ct", "cd") and not 0.0 <= c.mu0 < 1.0:
+      raise ValueError(f"config.consistency.mu0 must be in [0, 1), got {c.mu0!r}")
+    if c.index_distribution not in losses.INDEX_DISTRIBUTIONS:
+      raise ValueError(f"config.consistency.index_distribution must be one of "
+                       f"{losses.INDEX_DISTRIBUTIONS}, got {c.index_distribution!r}")
+    if c.distance not in losses.DISTANCES:
+      raise ValueError(f"config.consistency.distance must be one of {losses.DISTANCES}, "
+                       f"got {c.distance!r}")
+    if c.weighting not in losses.WEIGHTINGS:
+      raise ValueError(f"config.consistency.weighting must be one of {losses.WEIGHTINGS}, "
+                       f"got {c.weighting!r}")
+    if config.sample.sampler != "consistency":
+      raise ValueError(f"config.sample.sampler must be 'consistency', got {config.sample.sampler!r}")
+    if not (isinstance(config.sample.num_steps, int) and config.sample.num_steps >= 1):
+      raise ValueError(f"config.sample.num_steps must be an integer >= 1, "
+                       f"got {config.sample.num_steps!r}")
+    sigmas = tuple(config.sample.get("sigmas", ()))
+    if sigmas and (any(not 0 < s <= c.sigma_max for s in sigmas)
+                   or any(a <= b for a, b in zip(sigmas, sigmas[1:]))):
+      raise ValueError(f"config.sample.sigmas must be decreasing levels in (0, sigma_max], "
+                       f"got {sigmas}")
+    if any(h < 1 for h in config.model.hidden):
+      raise ValueError(f"config.model.hidden must be positive widths, got {config.model.hidden}")
+
+  def __init__(self, config):
+    self.config = config
+    c = config.consistency
+    self.mode = c.mode
+    data = make_dataset(config.data)
+    self.data_shape = tuple(data.shape)
+    self.dim = math.prod(self.data_shape)
+    self.grid = dict(sigma_min=c.sigma_min, sigma_max=c.sigma_max, rho=c.rho)
+    self.max_points = c.num_points if self.mode == "cd" else c.s1 + 1
+    _, self._apply = functional(self._module(jax.random.key(0)))
+    self._denoiser = None
+    if self.mode == "cd":
+      self._denoiser, teacher_config = _teacher_denoiser(c.teacher_workdir)
+      if teacher_config.data.name != config.data.name:
+        raise ValueError(f"config.consistency.teacher_workdir={c.teacher_workdir!r} was trained "
+                         f"on {teacher_config.data.name!r}, not config.data.name="
+                         f"{config.data.name!r}")
+
+  def _module(self, key):
+    m = self.config.model
+    return VelocityMLP(self.dim, tuple(m.hidden), time_dim=m.time_dim,
+                       time_scale=m.time_scale, rngs=nnx.Rngs(params=key))
+
+  # -- parameters and the curriculum --------------------------------------------------
+  def init(self, key: jax.Array):
+    online = functional(self._module(key))[0]
+    params = {"online": online, "counter": {"step": jnp.zeros((), jnp.float32)}}
+    if self.mode in ("ct", "cd"):
+      params["target"] = jax.tree.map(jnp.copy, online)
+    return params
+
+  def consistency_fn(self, net_params):
+    c = self.config.consistency
+    return cm.consistency_fn(self._apply, net_params, sigma_data=c.sigma_data,
+                             sigma_min=c.sigma_min)
+
+  def num_points(self, step):
+    """N(k) at curriculum step k (traced ok)."""
+    c, total = self.config.consistency, self.config.train.num_steps
+    if self.mode == "ict":
+      return cm.ict_num_points(step, total, s0=c.s0, s1=c.s1)
+    if self.mode == "ct":
+      return cm.ct_num_points(step, total, s0=c.s0, s1=c.s1)
+    return jnp.int32(c.num_points)
+
+  def target_decay(self, step):
+    """mu(k): CT's exp(s0 ln mu0 / N(k)); CD's constant mu0; iCT has no target (0)."""
+    c = self.config.consistency
+    if self.mode == "ct":
+      return cm.ct_target_decay(self.num_points(step), s0=c.s0, mu0=c.mu0)
+    if self.mode == "cd":
+      return jnp.float32(c.mu0)
+    return jnp.float32(0.0)
+
+  # -- training ---------------------------------------------------------------------
+  def loss(self, params, batch, key):
+    c = self.config.consistency
+    f_online = self.consistency_fn(params["online"])
+    f_target = f_online if self.mode == "ict" else self.consistency_fn(params["target"])
+    step = params["counter"]["step"]
+    options = dict(num_points=self.num_points(step), max_points=self.max_points, **self.grid,
+                   index_distribution=c.index_distribution, distance=c.distance,
+                   weighting=c.weighting)
+    if self.mode == "cd":
+      loss, metrics = losses.cd_loss(f_online, f_target, self._denoiser, key, batch,
+                                     solver=c.teacher_solver, **options)
+    else:
+      loss, metrics = losses.consistency_loss(f_online, f_target, key, batch, **options)
+    return loss, {**metrics, "target_decay": self.target_decay(step)}
+
+  def phases(self):
+    from experiments import trainer  # the trainer imports families: import at use
+    return [trainer.Phase("online", self.loss, group="online")]
+
+  def after_step(self, params, step):
+    """Counter <- step + 1; target <- mu(k) target + (1 - mu(k)) online (ct, cd)."""
+    params = {**params, "counter": {"step": jnp.asarray(step + 1, jnp.float32)}}
+    if "target" in params:
+      mu = self.target_decay(jnp.asarray(step, jnp.float32))
+      online = jax.lax.stop_gradient(params["online"])
+      params["target"] = jax.tree.map(lambda t, o: mu * t + (1.0 - mu) * o,
+                                      params["target"], online)
+    return params
+
+  # -- sampling and evaluation ------------------------------------------------------
+  def sample_sigmas(self, num_steps: int):
+    """tau_0 = sigma_max > ... : config.sample.sigmas for 1 + len(sigmas) steps, else Karras."""
+    c = self.config.consistency
+    extra = tuple(self.config.sample.get("sigmas", ()))
+    if extra and num_steps == len(extra) + 1:
+      return jnp.asarray((c.sigma_max, *extra), jnp.float32)
+    return cm.sample_sigmas(num_steps, **self.grid)
+
+  def sample(self, params, key, n: int, *, sampler: str | None = None,
+             num_steps: int | None = None, sigmas=None):
+    """CM Algorithm 1 from z ~ N(0, I) at tau_0 = sigma_max; returns (x0, {"nfe": num_steps})."""
+    if sampler not in (None, "consistency"):
+      raise ValueError(f"sampler must be 'consistency' for the consistency family, got {sampler!r}")
+    num_steps = num_steps or self.config.sample.num_steps
+    sigmas = self.sample_sigmas(num_steps) if sigmas is None else jnp.asarray(sigmas, jnp.float32)
+    if sigmas.shape != (num_steps,):
+      raise ValueError(f"sigmas must have shape ({num_steps},), got {sigmas.shape}")
+    k_z, k_steps = jax.random.split(key)
+    z = jax.random.normal(k_z, (n, *self.data_shape), jnp.float32)
+    smin = self.config.consistency.sigma_min
+    run = jax.jit(lambda p, z, s, k: cm.multistep_sample(k, self.consistency_fn(p), z, s,
+                                                         sigma_min=smin))
+    x = run(params["online"], z, sigmas, k_steps)
+    return x, {"nfe": num_steps}
+
+  def evaluate(self, params, key, dataset) -> dict:
+    """W2 of 1-step and 2-step samples to fresh data, and the noise floor (two data draws)."""
+    if len(dataset.shape) != 1:
+      return {}
+    n = self.config.eval.num_samples
+    k_ref, k_floor, k_sample = jax.random.split(key, 3)
+    ref = dataset.sample(k_ref, n).reshape(n, -1)
+    out = {"w2_noise_floor": float(distances.wasserstein2(dataset.sample(k_floor, n), ref))}
+    for steps in (1, 2):
+      x, _ = self.sample(params, jax.random.fold_in(k_sample, steps), n, num_steps=steps)
+      w2 = float(distances.wasserstein2(x.reshape(n, -1), ref))
+      out[f"w2_{steps}step"] = w2
+      out[f"w2_ratio_{steps}step"] = w2 / out["w2_noise_floor"]
+    return out

@@ -1,0 +1,193 @@
+"""Generative adversarial networks as a two-phase trainer plug-in.
+
+params = {"generator": G, "critic": D}. One train step is
+  1. phase "critic": config.gan.n_critic updates of D on fresh (real batch, z)
+     pairs with config.optim_critic; for loss "wgan" every update is followed by
+     weight clipping to [-clip, clip] (the Phase's `project`);
+  2. phase "generator": one update of G with config.optim.
+Loss variants (config.gan.loss, research/losses/gan.py): "minimax" and
+"non_saturating" (Goodfellow et al. 2014), "wgan" (Arjovsky et al. 2017) and
+"wgan_gp" (Gulrajani et al. 2017, lambda = config.gan.gp_lambda).
+
+Samples are G(z), z ~ N(0, I_latent_dim): one network evaluation (nfe = 1). The
+trainer evaluates the EMA of the parameters (config.ema_decay; only the
+generator's EMA matters). On the Gaussian-mixture toy sets (ring8, grid25)
+`evaluate` adds mode coverage (research/metrics/modes.py) and `figures` draws
+the samples coloured by their nearest mode.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from experiments import trainer
+from experiments.data import make_dataset
+from research.data import toy
+from research.losses import gan as gan_losses
+from research.metrics import modes
+from research.nets.gan_mlp import ACTIVATIONS, Critic, Generator
+from research.nets.mlp import functional
+
+
+def _positive_widths(config, field):
+  widths = config.model[field]
+  if not widths or any((not isinstance(h, int)) or h < 1 for h in widths):
+    raise ValueError(f"config.model.{field} must be a non-empty list of positive widths, "
+                     f"got {widths}")
+
+
+class GAN:
+  """GAN family: init / phases / sample / evaluate / figures over a plain parameter pytree."""
+
+  @staticmethod
+  def check_config(config) -> None:
+    if "gan" not in config:
+      raise ValueError("config.gan is missing")
+    g = config.gan
+    if g.get("loss") not in gan_losses.LOSSES:
+      raise ValueError(f"config.gan.loss must be one of {gan_losses.LOSSES}, got {g.get('loss')!r}")
+    n_critic = g.get("n_critic")
+    if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
+      raise ValueError(f"config.gan.n_critic must be an integer >= 1, got {n_critic!r}")
+    latent = g.get("latent_dim")
+    if isinstance(latent, bool) or not isinstance(latent, int) or latent < 1:
+      raise ValueError(f"config.gan.latent_dim must be an integer >= 1, got {latent!r}")
+    if g.loss == "wgan_gp" and not g.get("gp_lambda", 0) > 0:
+      raise ValueError(f"config.gan.gp_lambda must be > 0 for loss 'wgan_gp', got {g.get('gp_lambda')!r}")
+    if g.loss == "wgan" and not g.get("clip", 0) > 0:
+      raise ValueError(f"config.gan.clip must be > 0 for loss 'wgan', got {g.get('clip')!r}")
+    if "optim_critic" not in config:
+      raise ValueError("config.optim_critic is missing (the critic's optimizer section)")
+    for field in ("generator_hidden", "critic_hidden"):
+      _positive_widths(config, field)
+    for field in ("generator_activation", "critic_activation"):
+      if config.model.get(field) not in ACTIVATIONS:
+        raise ValueError(f"config.model.{field} must be one of {tuple(ACTIVATIONS)}, "
+                         f"got {config.model.get(field)!r}")
+    if config.sample.sampler != "generator":
+      raise ValueError(f"config.sample.sampler must be 'generator', got {config.sample.sampler!r}")
+
+  def __init__(self, config):
+    self.config = config
+    self.kind = config.gan.loss
+    self.latent_dim = config.gan.latent_dim
+    self.data_shape = tuple(make_dataset(config.data).shape)
+    # Abstract modules (no initializer runs): only their graph definitions are kept.
+    g_module, c_module = nnx.eval_shape(lambda: self._modules(jax.random.key(0)))
+    _, self._generator = functional(g_module)
+    _, self._critic = functional(c_module)
+
+  def _modules(self, key):
+    m = self.config.model
+    k_g, k_c = jax.random.split(key)
+    generator = Generator(self.latent_dim, self.data_shape, tuple(m.generator_hidden),
+                          activation=m.generator_activation, rngs=nnx.Rngs(params=k_g))
+    critic = Critic(self.data_shape, tuple(m.critic_hidden), activation=m.critic_activation,
+                    rngs=nnx.Rngs(params=k_c))
+    return generator, critic
+
+  def init(self, key: jax.Array):
+    generator, critic = self._modules(key)
+    return {"generator": functional(generator)[0], "critic": functional(critic)[0]}
+
+  def generate(self, generator_params, key, n: int) -> jax.Array:
+    z = jax.random.normal(key, (n, self.latent_dim), jnp.float32)
+    return self._generator(generator_params, z)
+
+  def critic_fn(self, critic_params):
+    return lambda x: self._critic(critic_params, x)
+
+  def critic_loss(self, params, batch, key):
+    """D / critic loss on a real batch and as many fresh fakes (+ lambda GP for wgan_gp)."""
+    k_z, k_gp = jax.random.split(key)
+    fake = jax.lax.stop_gradient(self.generate(params["generator"], k_z, batch.shape[0]))
+    f = self.critic_fn(params["critic"])
+    real_out, fake_out = f(batch), f(fake)
+    loss = gan_losses.critic_loss(self.kind, real_out, fake_out)
+    metrics = {"real_out": jnp.mean(real_out), "fake_out": jnp.mean(fake_out)}
+    if self.kind in ("wgan", "wgan_gp"):
+      metrics["w1_estimate"] = jnp.mean(real_out) - jnp.mean(fake_out)
+    if self.kind == "wgan_gp":
+      gp = gan_losses.gradient_penalty(k_gp, f, batch, fake)
+      metrics["gradient_penalty"] = gp
+      loss = loss + self.config.gan.gp_lambda * gp
+    else:
+      metrics["real_prob"] = jnp.mean(jax.nn.sigmoid(real_out))
+      metrics["fake_prob"] = jnp.mean(jax.nn.sigmoid(fake_out))
+    return loss, metrics
+
+  def generator_loss(self, params, batch, key):
+    """G loss on batch.shape[0] fresh fakes (the real batch only sets the size)."""
+    fake = self.generate(params["generator"], key, batch.shape[0])
+    fake_out = self._critic(params["critic"], fake)
+    return gan_losses.generator_loss(self.kind, fake_out), {"fake_out": jnp.mean(fake_out)}
+
+  def phases(self):
+    project = None
+    if self.kind == "wgan":
+      clip = self.config.gan.clip
+      project = lambda critic: gan_losses.clip_weights(critic, clip)  # noqa: E731
+    return [
+        trainer.Phase("critic", self.critic_loss, group="critic", optim="optim_critic",
+                      repeats=self.config.gan.n_critic, project=project),
+        trainer.Phase("generator", self.generator_loss, group="generator", optim="optim"),
+    ]
+
+  def sample(self, params, key, n: int):
+    """x = G(z), z ~ N(0, I); returns (x, {"nfe": 1})."""
+    return self.generate(params["generator"], key, n), {"nfe": 1}
+
+  def _coverage(self, params, key, dataset, n):
+    mixture = toy.mixture(dataset.name)
+    x, _ = self.sample(params, key, n)
+    cov = modes.mode_coverage(x, mixture.means, mixture.stds,
+                              num_std=self.config.gan.get("hq_num_std", 3.0),
+                              min_fraction=self.config.gan.get("mode_min_fraction", 0.2))
+    return x, mixture, cov
+
+  def evaluate(self, params, key, dataset) -> dict:
+    """Mode coverage of config.eval.num_samples samples on ring8 / grid25 ({} elsewhere)."""
+    if getattr(dataset, "name", None) not in toy.MIXTURE_NAMES:
+      return {}
+    _, _, cov = self._coverage(params, key, dataset, self.config.eval.num_samples)
+    cov = jax.device_get(cov)
+    return {k: (np.asarray(v).tolist() if np.ndim(v) else
+                (int(v) if np.issubdtype(np.asarray(v).dtype, np.integer) else float(v)))
+            for k, v in cov.items()}
+
+  def figures(self, params, key, workdir: str, step: int) -> list:
+    """WORKDIR/modes_<step>.png: samples coloured by nearest mode, HQ discs drawn (mixtures only)."""
+    dataset = make_dataset(self.config.data)
+    if dataset.name not in toy.MIXTURE_NAMES:
+      return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, mixture, cov = self._coverage(params, key, dataset, self.config.eval.plot_samples)
+    x, means, stds = np.asarray(x), np.asarray(mixture.means), np.asarray(mixture.stds)
+    num_std = self.config.gan.get("hq_num_std", 3.0)
+    d2 = ((x[:, None] - means[None]) ** 2).sum(-1)
+    nearest = d2.argmin(1)
+    hq = np.sqrt(d2.min(1)) <= num_std * stds[nearest]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(x[~hq, 0], x[~hq, 1], s=2, c="lightgray", label="not HQ")
+    ax.scatter(x[hq, 0], x[hq, 1], s=2, c=nearest[hq], cmap="tab20", label="HQ")
+    counts = np.asarray(cov["hq_counts"])
+    threshold = float(cov["min_hq_count"])
+    for k, (mu, s) in enumerate(zip(means, stds)):
+      hit = counts[k] >= threshold
+      ax.add_patch(plt.Circle(mu, num_std * s, fill=False, lw=1, color="k" if hit else "r"))
+    ax.set_aspect("equal")
+    ax.set_title(f"{self.kind} on {dataset.name}, step {step}: {int(cov['modes_hit'])}/"
+                 f"{len(means)} modes, HQ {float(cov['hq_fraction']):.2f}")
+    fig.tight_layout()
+    path = os.path.join(workdir, f"modes_{step:07d}.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]

@@ -1,0 +1,311 @@
+"""Variational autoencoders (Kingma & Welling 2014) as a trainer plug-in: ELBO, beta-VAE, IWAE.
+
+Model: p(z) = N(0, I_latent), q(z|x) = N(mu(x), diag exp(log_var(x))) from an MLP
+encoder, p(x|z) from an MLP decoder: independent Bernoullis in logits for images
+in [0, 1] (likelihood="bernoulli"), or a diagonal Gaussian with a fixed or
+learned per-dimension variance (likelihood="gaussian", e.g. the 2-D toy sets).
+
+Objectives (research/losses/vae.py), chosen by config.vae:
+  iwae_k = 1, capacity = 0:  mean[-recon + beta KL]           (beta = 1: the negative ELBO;
+                                                              beta-VAE, Higgins et al. 2017)
+  iwae_k = 1, capacity > 0:  mean[-recon] + gamma |mean KL - C(step)|  (Burgess et al. 2018)
+  iwae_k > 1:                -mean L_k, the IWAE bound (Burda et al. 2016)
+
+The capacity ramp C(step) needs the training step, but the trainer's loss sees
+only (params, batch, key). So params = {"model": {"encoder", "decoder"},
+"step": float32 scalar}: the single Phase trains the group "model" only, and
+after_step(params, step) sets params["step"] = step + 1 (the index of the next
+update), so update s reads C(s) from its own params. The counter is a frozen
+group: no optimizer touches it, it is checkpointed and resumed with the state
+(a resumed run ramps exactly like an uninterrupted one), and it is unused
+outside the capacity loss (its EMA copy is meaningless and ignored).
+
+Evaluation (on the 297 held-out digits, or a held-out toy draw): the negative ELBO
+(closed-form KL, reconstruction averaged over all pool samples), -L_k for k in
+config.vae.eval_k -- each the mean of ceil(100 / k) independent L_k draws taken from
+disjoint slices of one chunked pool of importance weights, so the estimates for
+different k are independent and the check L_1 <= L_5 <= L_50 is a real test -- a
+large-k NLL estimate (iwae_nll: chunked, running logsumexp), and a baseline with
+independent dimensions fitted on the training split.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from experiments import trainer
+from experiments.data import make_dataset
+from research.losses import vae as vae_loss
+from research.nets.mlp import functional
+from research.nets.vae import MLPDecoder, MLPEncoder
+
+SAMPLERS = ("mean", "sample")
+_EVAL_DRAWS = 100  # held-out L_k is averaged over ceil(_EVAL_DRAWS / k) independent draws
+
+
+def _count(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+class VAE:
+  """VAE family: init / loss / sample / evaluate / figures over a plain parameter pytree."""
+
+  @staticmethod
+  def check_config(config) -> None:
+    v = config.vae
+    if not _count(v.latent_dim):
+      raise ValueError(f"config.vae.latent_dim must be an integer >= 1, got {v.latent_dim!r}")
+    if not v.hidden or not all(_count(h) for h in v.hidden):
+      raise ValueError(f"config.vae.hidden must be positive widths, got {v.hidden}")
+    if v.likelihood not in vae_loss.LIKELIHOODS:
+      raise ValueError(f"config.vae.likelihood must be one of {vae_loss.LIKELIHOODS}, "
+                       f"got {v.likelihood!r}")
+    image = len(make_dataset(config.data).shape) > 1
+    if v.likelihood == "bernoulli" and not image:
+      raise ValueError(f"config.vae.likelihood='bernoulli' needs data in [0, 1] (digits); "
+                       f"{config.data.name!r} is real-valued: use 'gaussian'")
+    if v.kl not in vae_loss.KL_ESTIMATORS:
+      raise ValueError(f"config.vae.kl must be one of {vae_loss.KL_ESTIMATORS}, got {v.kl!r}")
+    for name in ("beta", "capacity", "gamma"):
+      if not v[name] >= 0:
+        raise ValueError(f"config.vae.{name} must be >= 0, got {v[name]}")
+    for name in ("capacity_steps", "iwae_k", "nll_k", "nll_chunk", "eval_num"):
+      if not _count(v[name]):
+        raise ValueError(f"config.vae.{name} must be an integer >= 1, got {v[name]!r}")
+    if not v.eval_k or not all(_count(k) for k in v.eval_k):
+      raise ValueError(f"config.vae.eval_k must be integers >= 1, got {v.eval_k}")
+    if v.iwae_k > 1 and (v.beta != 1.0 or v.capacity > 0):
+      raise ValueError(f"config.vae.iwae_k={v.iwae_k} trains the IWAE bound, which has no beta or "
+                       f"capacity variant: set beta=1 and capacity=0 (got beta={v.beta}, "
+                       f"capacity={v.capacity})")
+    if config.sample.sampler not in SAMPLERS:
+      raise ValueError(f"config.sample.sampler must be one of {SAMPLERS}, "
+                       f"got {config.sample.sampler!r}")
+
+  def __init__(self, config):
+    self.config = config
+    self.v = config.vae
+    self.dataset = make_dataset(config.data)
+    self.data_shape = tuple(self.dataset.shape)
+    self.image = len(self.data_shape) > 1
+    self.event_ndim = len(self.data_shape)
+    # Abstract modules (no initialiser runs): only the graph definitions are needed here.
+    encoder, decoder = nnx.eval_shape(lambda: self._modules(jax.random.key(0)))
+    _, self._encode = functional(encoder)
+    _, self._decode = functional(decoder)
+    self._eval_fn = jax.jit(self._eval_terms)
+
+  def _modules(self, key):
+    v = self.v
+    k_enc, k_dec = jax.random.split(key)
+    gaussian = v.likelihood == "gaussian"
+    encoder = MLPEncoder(self.data_shape, v.latent_dim, tuple(v.hidden),
+                         rngs=nnx.Rngs(params=k_enc))
+    decoder = MLPDecoder(v.latent_dim, self.data_shape, tuple(reversed(v.hidden)),
+                         log_var=float(v.decoder_log_var) if gaussian else None,
+                         learn_log_var=gaussian and v.learn_decoder_var,
+                         rngs=nnx.Rngs(params=k_dec))
+    return encoder, decoder
+
+  def init(self, key: jax.Array):
+    encoder, decoder = self._modules(key)
+    return {"model": {"encoder": functional(encoder)[0], "decoder": functional(decoder)[0]},
+            "step": jnp.zeros((), jnp.float32)}
+
+  # -- training ------------------------------------------------------------------------
+  def phases(self):
+    return [trainer.Phase("model", self.loss, group="model")]
+
+  def after_step(self, params, step):
+    """Advance the frozen step counter read by the capacity ramp (see the module doc)."""
+    return {**params, "step": (step + 1).astype(jnp.float32)}
+
+  def decoder_fn(self, model):
+    return lambda z: self._decode(model["decoder"], z)
+
+  def loss(self, params, batch, key):
+    v, model = self.v, params["model"]
+    mu, log_var = self._encode(model["encoder"], batch)
+    kwargs = dict(likelihood=v.likelihood, event_ndim=self.event_ndim)
+    k_elbo, k_iwae = jax.random.split(key)
+    # The single-sample ELBO terms are the logged metrics for every objective.
+    terms = vae_loss.elbo(k_elbo, batch, mu, log_var, self.decoder_fn(model), kl=v.kl, **kwargs)
+    metrics = {"elbo": jnp.mean(terms.elbo), "recon": jnp.mean(terms.recon),
+               "kl": jnp.mean(terms.kl)}
+    if v.iwae_k > 1:
+      bound = vae_loss.iwae_bound(k_iwae, batch, mu, log_var, self.decoder_fn(model), k=v.iwae_k,
+                                  **kwargs)
+      metrics[f"iwae_{v.iwae_k}"] = jnp.mean(bound)
+      return -jnp.mean(bound), metrics
+    if v.capacity > 0:
+      capacity = vae_loss.capacity_schedule(params["step"], v.capacity, v.capacity_steps)
+      metrics["capacity"] = capacity
+      return vae_loss.capacity_vae_loss(terms.recon, terms.kl, capacity, v.gamma), metrics
+    return vae_loss.beta_vae_loss(terms.recon, terms.kl, v.beta), metrics
+
+  # -- sampling ------------------------------------------------------------------------
+  def sample(self, params, key, n: int, *, sampler: str | None = None,
+             num_steps: int | None = None):
+    """Decode z ~ N(0, I): "mean" gives Bernoulli probabilities / the Gaussian mean,
+    "sample" draws x ~ p(x|z). Returns (x, {}) with x of shape (n, *data_shape)."""
+    sampler = sampler or self.config.sample.sampler
+    if sampler not in SAMPLERS:
+      raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if num_steps is not None:
+      raise ValueError(f"num_steps does not apply to VAE sampling (one decoder pass), "
+                       f"got {num_steps}")
+    return self._sample(params["model"], key, n, sampler), {}
+
+  def _sample(self, model, key, n, sampler):
+    k_z, k_x = jax.random.split(key)
+    out = self.decoder_fn(model)(jax.random.normal(k_z, (n, self.v.latent_dim), jnp.float32))
+    if self.v.likelihood == "bernoulli":
+      probs = jax.nn.sigmoid(out)
+      return probs if sampler == "mean" else jax.random.bernoulli(k_x, probs).astype(jnp.float32)
+    mean, log_var = out
+    noise = jax.random.normal(k_x, mean.shape, mean.dtype)
+    return mean if sampler == "mean" else mean + jnp.exp(0.5 * log_var) * noise
+
+  # -- evaluation ----------------------------------------------------------------------
+  def _eval_terms(self, model, key, x):
+    """Held-out metrics; small-k L_k come from disjoint slices of one pool of log-weights."""
+    v = self.v
+    kw = dict(likelihood=v.likelihood, event_ndim=self.event_ndim)
+    mu, log_var = self._encode(model["encoder"], x)
+    dec = self.decoder_fn(model)
+    k_pool, k_nll = jax.random.split(key)
+    sizes = [k * -(-_EVAL_DRAWS // k) for k in v.eval_k]  # >= _EVAL_DRAWS samples per k
+    pool = vae_loss.log_weight_samples(k_pool, x, mu, log_var, dec, num_samples=sum(sizes),
+                                       chunk_size=_EVAL_DRAWS, **kw)
+    recon, kl = jnp.mean(pool.log_px_z), jnp.mean(vae_loss.kl_standard_normal(mu, log_var))
+    out = {"test_neg_elbo": kl - recon, "test_recon": recon, "test_kl": kl,
+           # Active units (Burda et al. 2016): Cov_x(E_q[z_j]) > 0.01.
+           "active_units": jnp.sum(jnp.var(mu, axis=0) > 0.01)}
+    start = 0
+    for k, size in zip(v.eval_k, sizes):
+      estimates = vae_loss.iwae_estimates(pool.log_w[start:start + size], k)
+      out[f"test_iwae_nll_{k}"] = -jnp.mean(estimates)
+      start += size
+    nll = vae_loss.iwae_nll(k_nll, x, mu, log_var, dec, k=v.nll_k, chunk_size=v.nll_chunk, **kw)
+    out[f"test_iwae_nll_{v.nll_k}"] = jnp.mean(nll)
+    return out
+
+  def evaluate(self, params, key, dataset) -> dict:
+    """Held-out -ELBO, -L_k (k in eval_k and nll_k) and the independent-dimension baseline."""
+    k_data, k_eval, k_fit = jax.random.split(key, 3)
+    if self.image:
+      test, train = np.asarray(dataset.test), np.asarray(dataset.train)
+    else:
+      # jitted: one compile each, not one per eager op
+      test = np.asarray(jax.jit(dataset.heldout, static_argnums=1)(k_data, self.v.eval_num))
+      train = np.asarray(jax.jit(dataset.sample, static_argnums=1)(k_fit, 10_000))
+    terms = self._eval_fn(params["model"], k_eval, jnp.asarray(test))
+    names = ["test_neg_elbo", "test_recon", "test_kl",
+             *(f"test_iwae_nll_{k}" for k in (*self.v.eval_k, self.v.nll_k))]
+    out = {name: float(terms[name]) for name in names}  # in this order (jit sorts dict keys)
+    out["active_units"] = int(terms["active_units"])
+    out["num_test"] = int(test.shape[0])
+    out.update(_baseline_nll(self.v.likelihood, self.image, train, test))
+    return out
+
+  # -- figures -------------------------------------------------------------------------
+  def figures(self, params, key, workdir: str, step: int) -> list[str]:
+    """PNGs in the workdir. Images: a grid of prior samples and, for a 2-D latent, the
+    encoded test set coloured by digit label and the decoder over a 15x15 grid of N(0, 1)
+    quantiles. Toy data: data beside decoded means and samples x ~ p(x|z)."""
+    from experiments import plotting  # noqa: F401  (selects the Agg backend)
+    import matplotlib.pyplot as plt
+
+    model, paths = params["model"], []
+    k_samples, k_data = jax.random.split(key)
+    if not self.image:
+      n = self.config.eval.plot_samples
+      panels = [("data", jax.jit(self.dataset.sample, static_argnums=1)(k_data, n)),
+                ("decoded means", self._sample(model, k_samples, n, "mean")),
+                ("samples x ~ p(x|z)", self._sample(model, k_samples, n, "sample"))]
+      fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True)
+      for ax, (title, pts) in zip(axes, panels):
+        pts = np.asarray(pts)
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
+        ax.set_title(title)
+        ax.set_aspect("equal")
+      paths.append(_save(fig, os.path.join(workdir, f"vae_toy_{step:07d}.png"),
+                         f"VAE on {self.config.data.name}, step {step}"))
+      return paths
+    probs = np.asarray(self._sample(model, k_samples, 100, "mean"))
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(_tile(probs, 10), cmap="gray_r", vmin=0, vmax=1)
+    ax.axis("off")
+    paths.append(_save(fig, os.path.join(workdir, f"vae_samples_{step:07d}.png"),
+                       f"decoded prior samples (Bernoulli means), step {step}"))
+    if self.v.latent_dim != 2:
+      return paths
+    mu, _ = self._encode(model["encoder"], jnp.asarray(self.dataset.test))
+    mu, labels = np.asarray(mu), np.asarray(self.dataset.test_labels)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    points = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=12)
+    fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
+    ax.set_xlabel("z1 (posterior mean)")
+    ax.set_ylabel("z2 (posterior mean)")
+    paths.append(_save(fig, os.path.join(workdir, f"latent_scatter_{step:07d}.png"),
+                       f"encoded test digits (n={mu.shape[0]}), step {step}"))
+    quantiles = jax.scipy.stats.norm.ppf(jnp.linspace(0.05, 0.95, 15))
+    z1, z2 = jnp.meshgrid(quantiles, quantiles[::-1])  # rows: z2 from high (top) to low
+    z = jnp.stack([z1.ravel(), z2.ravel()], axis=-1)
+    out = self.decoder_fn(model)(z)
+    grid = jax.nn.sigmoid(out) if self.v.likelihood == "bernoulli" else out[0]
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(_tile(np.asarray(grid), 15), cmap="gray_r", vmin=0, vmax=1)
+    ax.axis("off")
+    paths.append(_save(fig, os.path.join(workdir, f"latent_grid_{step:07d}.png"),
+                       f"decoder over N(0,1) quantiles 0.05..0.95, step {step}"))
+    return paths
+
+
+def _baseline_nll(likelihood: str, image: bool, train: np.ndarray, test: np.ndarray) -> dict:
+  """NLL (nats per example) on test of a model with independent dimensions fitted on train.
+
+  bernoulli: p_j = (sum_train x_j + 1) / (n + 2) (Laplace smoothing, so pixels never
+  inked in train do not give log 0); gaussian on images: N(mean_j, max(var_j, 1e-3));
+  gaussian on toy data: one full-covariance Gaussian (the best single Gaussian).
+  """
+  train = train.reshape(train.shape[0], -1).astype(np.float64)
+  test = test.reshape(test.shape[0], -1).astype(np.float64)
+  if likelihood == "bernoulli":
+    p = (train.sum(0) + 1.0) / (train.shape[0] + 2.0)
+    ll = test @ np.log(p) + (1.0 - test) @ np.log1p(-p)
+    return {"bernoulli_baseline_nll": float(-ll.mean())}
+  mean = train.mean(0)
+  cov = np.cov(train, rowvar=False) if not image else np.diag(np.maximum(train.var(0), 1e-3))
+  diff = test - mean
+  _, logdet = np.linalg.slogdet(cov)
+  maha = np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
+  ll = -0.5 * (maha + logdet + train.shape[1] * math.log(2 * math.pi))
+  return {"gaussian_baseline_nll": float(-ll.mean())}
+
+
+def _tile(images: np.ndarray, cols: int) -> np.ndarray:
+  """(n, h, w[, 1]) images -> one (rows*(h+1)-1, cols*(w+1)-1) canvas with 1-pixel gaps."""
+  images = images.reshape(images.shape[0], images.shape[1], images.shape[2])
+  n, h, w = images.shape
+  rows = -(-n // cols)
+  canvas = np.zeros((rows * (h + 1) - 1, cols * (w + 1) - 1), np.float32)
+  for i, img in enumerate(images):
+    r, c = divmod(i, cols)
+    canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = img
+  return canvas
+
+
+def _save(fig, path: str, title: str) -> str:
+  import matplotlib.pyplot as plt
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
