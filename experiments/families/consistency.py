@@ -130,6 +130,9 @@ class Consistency:
     self.grid = dict(sigma_min=c.sigma_min, sigma_max=c.sigma_max, rho=c.rho)
     self.max_points = c.num_points if self.mode == "cd" else c.s1 + 1
     _, self._apply = functional(self._module(jax.random.key(0)))
+    # One jitted sampler (retraced per number of steps / batch shape only).
+    self._multistep = jax.jit(lambda p, z, sigmas, key: cm.multistep_sample(
+        key, self.consistency_fn(p), z, sigmas, sigma_min=c.sigma_min))
     self._denoiser = None
     if self.mode == "cd":
       self._denoiser, teacher_config = _teacher_denoiser(c.teacher_workdir)
@@ -224,10 +227,7 @@ class Consistency:
       raise ValueError(f"sigmas must have shape ({num_steps},), got {sigmas.shape}")
     k_z, k_steps = jax.random.split(key)
     z = jax.random.normal(k_z, (n, *self.data_shape), jnp.float32)
-    smin = self.config.consistency.sigma_min
-    run = jax.jit(lambda p, z, s, k: cm.multistep_sample(k, self.consistency_fn(p), z, s,
-                                                         sigma_min=smin))
-    x = run(params["online"], z, sigmas, k_steps)
+    x = self._multistep(params["online"], z, sigmas, k_steps)
     return x, {"nfe": num_steps}
 
   def evaluate(self, params, key, dataset) -> dict:
@@ -237,10 +237,11 @@ class Consistency:
     n = self.config.eval.num_samples
     k_ref, k_floor, k_sample = jax.random.split(key, 3)
     ref = dataset.sample(k_ref, n).reshape(n, -1)
-    out = {"w2_noise_floor": float(distances.wasserstein2(dataset.sample(k_floor, n), ref))}
+    w2_fn = jax.jit(distances.wasserstein2)
+    out = {"w2_noise_floor": float(w2_fn(dataset.sample(k_floor, n).reshape(n, -1), ref))}
     for steps in (1, 2):
       x, _ = self.sample(params, jax.random.fold_in(k_sample, steps), n, num_steps=steps)
-      w2 = float(distances.wasserstein2(x.reshape(n, -1), ref))
+      w2 = float(w2_fn(x.reshape(n, -1), ref))
       out[f"w2_{steps}step"] = w2
       out[f"w2_ratio_{steps}step"] = w2 / out["w2_noise_floor"]
     return out

@@ -471,7 +471,7 @@ def _singlestep(model_fn, x_T, schedule, grid, order, prediction):
 def dpm_solver(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
                order=3, method="multistep", solver_type="midpoint",
                lower_order_final=True, spacing=None, t_end=None,
-               final_step_to_zero=True):
+               final_step_to_zero=True, rho=7.0):
   """DPM-Solver in noise prediction, orders 1-3, singlestep or multistep (Lu et al. 2022).
 
   Exponential integrator of the PF-ODE in lambda: x_{i+1} = alpha_{i+1}/alpha_i x_i
@@ -488,7 +488,7 @@ def dpm_solver(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   method = _check_choice("method", method, _METHODS)
   solver_type = _check_choice("solver_type", solver_type, _SOLVER_TYPES)
   grid = samplers_lib.sampling_grid(schedule, num_steps, spacing=spacing,
-                                    t_end=t_end,
+                                    t_end=t_end, rho=rho,
                                     final_step_to_zero=final_step_to_zero)
   if method == "singlestep":
     return _singlestep(model_fn, x_T, schedule, grid, order, prediction)
@@ -520,7 +520,7 @@ def dpm_solver_nfe(num_steps, *, order=3, method="multistep",
 def dpm_solver_pp(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
                   order=2, sde=False, solver_type="midpoint",
                   lower_order_final=True, spacing=None, t_end=None,
-                  final_step_to_zero=True):
+                  final_step_to_zero=True, rho=7.0):
   """DPM-Solver++ multistep in data prediction: 2M, 3M, and SDE-DPM-Solver++ (Lu et al. 2022b).
 
   ODE 2M (MATH.md): r = h_{i-1}/h, D = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1},
@@ -537,7 +537,7 @@ def dpm_solver_pp(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   solver_type = _check_choice("solver_type", solver_type, _SOLVER_TYPES)
   sde = samplers_lib._check_bool("sde", sde)
   grid = samplers_lib.sampling_grid(schedule, num_steps, spacing=spacing,
-                                    t_end=t_end,
+                                    t_end=t_end, rho=rho,
                                     final_step_to_zero=final_step_to_zero)
   n_ode = _n_ode(grid)
   orders = order_schedule(num_steps, order, lower_order_final=lower_order_final,
@@ -563,7 +563,7 @@ def dpm_solver_pp_nfe(num_steps, *, order=2, **options):
 def unipc(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", order=3,
           variant="bh2", use_corrector=True, corrected_final=True,
           lower_order_final=True, spacing=None, t_end=None,
-          final_step_to_zero=True):
+          final_step_to_zero=True, rho=7.0):
   """UniPC: unified predictor-corrector, data prediction (Zhao et al. 2023).
 
   Predictor UniP-p and corrector UniC-p with B(h) = expm1(-h) ("bh2") or -h
@@ -582,7 +582,7 @@ def unipc(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", order=3,
   use_corrector = samplers_lib._check_bool("use_corrector", use_corrector)
   corrected_final = samplers_lib._check_bool("corrected_final", corrected_final)
   grid = samplers_lib.sampling_grid(schedule, num_steps, spacing=spacing,
-                                    t_end=t_end,
+                                    t_end=t_end, rho=rho,
                                     final_step_to_zero=final_step_to_zero)
   n_ode = _n_ode(grid)
   orders = order_schedule(num_steps, order, lower_order_final=lower_order_final,

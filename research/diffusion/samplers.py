@@ -41,6 +41,7 @@ Registry: NAMES, get(name), nfe(name, num_steps, **options), register(...).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from typing import Callable, NamedTuple
@@ -241,16 +242,10 @@ def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
           f" inf); use final_step_to_zero=True to land on clean data, got"
           f" t_end={t_end!r}")
   n_eval = num_steps if final_step_to_zero else num_steps + 1
-  with jax.ensure_compile_time_eval():
-    if discrete:
-      t_eval = schedules_lib.timesteps(schedule, n_eval, spacing)[:-1]
-    elif n_eval == 1:
-      t_eval = jnp.ones((1,), jnp.float32)
-    else:
-      t_eval = schedules_lib.timesteps(schedule, n_eval - 1, spacing, rho=rho,
-                                       t_end=t_end)
-    values = [t_eval, schedule.alpha(t_eval), schedule.sigma(t_eval),
-              schedule.log_snr(t_eval)]
+  if not discrete and n_eval > 1:
+    # Validates spacing, rho and t_end eagerly (outside the compiled helper).
+    schedules_lib.timesteps(schedule, 1, spacing, rho=rho, t_end=t_end)
+  values = list(_eval_times(schedule, n_eval, spacing, float(rho), t_end))
   if is_concrete(*values):
     xp = np
     values = [np.asarray(v, np.float64) for v in values]
@@ -262,6 +257,77 @@ def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
     values = [xp.concatenate([v, xp.full((1,), c, v.dtype)])
               for v, c in zip(values, clean)]
   return StepGrid(*values, final_step_to_zero)
+
+
+def _eval_times(schedule, n_eval, spacing, rho, t_end):
+  """The n_eval evaluation times (schedules.timesteps' grid) and the schedule there.
+
+  For a traced schedule this is schedules.timesteps + the schedule methods. For
+  a concrete one (the usual case) the same grids are built in float64 numpy
+  from trace-time scalars, and the elementwise schedule maps run in a compiled
+  helper on arrays padded to a power of two, so a new num_steps costs no new
+  compilation (the timesteps formulas are repeated here; a test checks that
+  both agree).
+  """
+  leaves = jax.tree_util.tree_leaves(schedule)
+  if not is_concrete(*leaves):
+    if spacing in schedules_lib.DISCRETE_SPACINGS:
+      t_eval = schedules_lib.timesteps(schedule, n_eval, spacing)[:-1]
+    elif n_eval == 1:
+      t_eval = jnp.ones((1,), jnp.float32)
+    else:
+      t_eval = schedules_lib.timesteps(schedule, n_eval - 1, spacing, rho=rho,
+                                       t_end=t_end)
+    return (t_eval, schedule.alpha(t_eval), schedule.sigma(t_eval),
+            schedule.log_snr(t_eval))
+  if spacing in schedules_lib.DISCRETE_SPACINGS:
+    index = schedules_lib.index_grid(schedule.num_train_steps, n_eval, spacing)
+    t_eval = (index + 1.0) / schedule.num_train_steps
+  elif n_eval == 1:
+    t_eval = np.ones((1,))
+  else:
+    n = n_eval - 1
+    t_lo = schedule.t_min if t_end is None else float(t_end)
+    frac = np.arange(n + 1) / n
+    if spacing == "time_uniform":
+      t_eval = 1.0 + frac * (t_lo - 1.0)
+    elif spacing == "time_quadratic":
+      t_eval = (1.0 + frac * (np.sqrt(t_lo) - 1.0)) ** 2
+    elif spacing == "logsnr_uniform":
+      lam_hi, lam_lo = (float(_schedule_map(schedule, "log_snr", np.array([t]))[0])
+                        for t in (1.0, t_lo))
+      t_eval = _schedule_map(schedule, "t_from_log_snr",
+                             lam_hi + frac * (lam_lo - lam_hi))
+    else:  # karras
+      s_hi, s_lo = (float(_schedule_map(schedule, "edm_sigma", np.array([t]))[0])
+                    ** (1.0 / rho) for t in (1.0, t_lo))
+      t_eval = _schedule_map(schedule, "t_from_edm_sigma",
+                             (s_hi + frac * (s_lo - s_hi)) ** rho)
+    t_eval = np.asarray(t_eval, np.float64)
+    t_eval[0], t_eval[-1] = 1.0, t_lo
+  t_eval = np.asarray(t_eval, np.float32).astype(np.float64)
+  values = _schedule_map(schedule, "alpha_sigma_log_snr", t_eval)
+  return (t_eval,) + values
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _schedule_map_padded(schedule, method, values):
+  if method == "alpha_sigma_log_snr":
+    return schedule.alpha(values), schedule.sigma(values), schedule.log_snr(values)
+  return getattr(schedule, method)(values)
+
+
+def _schedule_map(schedule, method, values):
+  """An elementwise schedule method on a concrete 1-D array (padded to 2^k >= 16)."""
+  values = np.asarray(values, np.float64)
+  n = values.shape[0]
+  size = max(16, 1 << max(n - 1, 0).bit_length())
+  padded = np.concatenate([values, np.full((size - n,), values[-1])])
+  with jax.ensure_compile_time_eval():
+    out = _schedule_map_padded(schedule, method, jnp.asarray(padded, jnp.float32))
+  if isinstance(out, tuple):
+    return tuple(np.asarray(o, np.float64)[:n] for o in out)
+  return np.asarray(out, np.float64)[:n]
 
 
 def is_concrete(*arrays) -> bool:
@@ -284,7 +350,7 @@ def to_device(*arrays):
 # DDPM (ancestral sampling).
 # ----------------------------------------------------------------------------
 def ddpm(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
-         spacing=None, t_end=None):
+         spacing=None, t_end=None, rho=7.0):
   """Ancestral DDPM sampling with the posterior variance (Ho et al. 2020, eq. 6-7).
 
   On the (respaced) chain t_0 = 1 > ... > t_{N-1} > t_N = clean data, each step
@@ -306,7 +372,7 @@ def ddpm(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   if spacing is None:
     spacing = "linspace" if schedule.is_discrete else "time_uniform"
   grid = sampling_grid(schedule, num_steps, spacing=spacing, t_end=t_end,
-                       final_step_to_zero=True)
+                       rho=rho, final_step_to_zero=True)
   a, s, lam = grid.alpha, grid.sigma, grid.log_snr
   xp = array_module(a)
   ratio = xp.exp(2.0 * (lam[:-1] - lam[1:]))          # SNR(t)/SNR(s), 0 at the end
@@ -339,7 +405,7 @@ def ddpm_nfe(num_steps, **options):
 # DDIM.
 # ----------------------------------------------------------------------------
 def ddim(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", eta=0.0,
-         spacing=None, t_end=None, final_step_to_zero=True):
+         spacing=None, t_end=None, final_step_to_zero=True, rho=7.0):
   """DDIM (Song, Meng & Ermon 2021, eq. 12 and 16), deterministic for eta = 0.
 
   From t to the next time s on the grid (prev from the actual time list):
@@ -357,7 +423,7 @@ def ddim(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", eta=0.0,
   prediction = check_prediction(prediction)
   eta = check_eta(eta)
   grid = sampling_grid(schedule, num_steps, spacing=spacing, t_end=t_end,
-                       final_step_to_zero=final_step_to_zero)
+                       rho=rho, final_step_to_zero=final_step_to_zero)
   a, s, lam = grid.alpha, grid.sigma, grid.log_snr
   stochastic = isinstance(eta, jax.core.Tracer) or eta > 0.0
   xp = array_module(a) if not isinstance(eta, jax.core.Tracer) else jnp

@@ -36,6 +36,7 @@ def teacher_workdir(tmp_path_factory):
 
 def test_ict_runlocal_trains_and_evaluates_one_and_two_step_w2(tmp_path):
   c = _config()
+  c.train.num_devices = 1          # a 1-device mesh compiles faster (sharding: tests/experiments)
   summary = trainer.train_and_evaluate(c, str(tmp_path))
   assert summary["status"] == "done" and summary["nfe"] == 1
   for key in ("w2_1step", "w2_2step", "w2_noise_floor", "w2_ratio_1step", "w2_ratio_2step"):

@@ -76,7 +76,7 @@ def test_ict_gradient_flows_only_through_the_online_pass():
   x0 = jax.random.normal(jax.random.key(4), (64, 2))
   key = jax.random.key(5)
   f_of = lambda a: (lambda x, s: a * x)
-  kw = dict(num_points=21, max_points=1281)
+  kw = dict(num_points=21, max_points=81)
   g_ict = jax.jit(jax.grad(lambda a: losses.ict_loss(f_of(a), key, x0, **kw)[0]))(1.3)
   # Same value with the target's parameter a constant copy: stop_gradient(theta).
   g_ref = jax.jit(jax.grad(lambda a: losses.consistency_loss(
@@ -93,10 +93,10 @@ def test_cd_loss_vanishes_with_an_exact_teacher_and_uses_the_teacher_step():
   x_star = X_STAR
   denoiser = lambda x, s: jnp.broadcast_to(x_star, x.shape)   # E[x0 | x] for a point mass
   f = cm.consistency_fn(_as_network(_exact_point_mass_f(x_star)), None)
-  for solver in ("euler", "heun"):
-    loss, _ = jax.jit(lambda k: losses.cd_loss(f, f, denoiser, k, _batch(), num_points=18,
-                                               max_points=18, solver=solver))(jax.random.key(6))
-    assert float(loss) < 1e-6
+  both = jax.jit(lambda k: [losses.cd_loss(f, f, denoiser, k, _batch(), num_points=18,
+                                            max_points=18, solver=solver)[0]
+                            for solver in ("euler", "heun")])(jax.random.key(6))
+  assert max(float(v) for v in both) < 1e-6
   # With a teacher that stays put (D = x: zero velocity) x_lo = x_hi, so an identity f sees
   # no difference, while a CT target (x_lo = x0 + s_n z) would.
   stay = lambda x, s: x
