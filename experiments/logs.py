@@ -60,10 +60,11 @@ class Progress:
     self.enabled = enabled and jax.process_index() == 0
     self.t0 = time.perf_counter()
     self._last = 0.0
+    self._tty = sys.stderr.isatty()  # redirected output gets one line per log step
 
   def update(self, step: int, loss: float | None = None, force: bool = False) -> None:
     now = time.perf_counter()
-    if not self.enabled or (not force and now - self._last < 0.5):
+    if not self.enabled or (not force and (now - self._last < 0.5 or not self._tty)):
       return
     self._last = now
     done = step - self.start
@@ -74,10 +75,11 @@ class Progress:
     bar = "#" * filled + "-" * (width - filled)
     loss_text = f" loss {loss:.4f}" if loss is not None else ""
     eta_text = f"{eta:5.0f}s" if math.isfinite(eta) else "    ?"
-    sys.stderr.write(f"\r[{bar}] {step}/{self.total} {rate:6.1f} it/s ETA {eta_text}{loss_text}")
+    line = f"[{bar}] {step}/{self.total} {rate:6.1f} it/s ETA {eta_text}{loss_text}"
+    sys.stderr.write(f"\r{line}" if self._tty else f"{line}\n")
     sys.stderr.flush()
 
   def close(self) -> None:
-    if self.enabled:
+    if self.enabled and self._tty:
       sys.stderr.write("\n")
       sys.stderr.flush()

@@ -55,18 +55,24 @@ def _check_choice(name, value, valid):
     raise ValueError(f"unknown {name}={value!r}; valid: {list(valid)}")
 
 
-def sample_index(key, num_points, max_points, index_distribution="uniform", **grid):
+def sample_index(key, num_points, max_points, index_distribution="uniform", *, probs=None,
+                 **grid):
   """One interval index n in {0, ..., N - 2} of an N-point grid (shape (), int32).
 
-  "uniform": n ~ U{0..N-2} (CM); "lognormal": p(n) from
-  cm.lognormal_index_probs(N, max_points, **grid) (iCT). num_points may be traced.
+  "uniform": n ~ U{0..N-2} (CM); "lognormal": p(n) = cm.lognormal_index_probs(N, max_points,
+  **grid) (iCT), drawn by inverting its CDF at u ~ U(0, 1); pass `probs` to reuse
+  precomputed probabilities (the loss computes them once per batch, not per example).
+  num_points may be traced.
   """
   _check_choice("index_distribution", index_distribution, INDEX_DISTRIBUTIONS)
+  last = jnp.asarray(num_points) - 2
   if index_distribution == "uniform":
-    return jax.random.randint(key, (), 0, jnp.asarray(num_points) - 1)
-  probs = cm.lognormal_index_probs(num_points, max_points, **grid)
-  logits = jnp.where(probs > 0, jnp.log(jnp.where(probs > 0, probs, 1.0)), -jnp.inf)
-  return jax.random.categorical(key, logits).astype(jnp.int32)
+    return jax.random.randint(key, (), 0, last + 1)
+  if probs is None:
+    probs = cm.lognormal_index_probs(num_points, max_points, **grid)
+  u = jax.random.uniform(key, (), jnp.float32)
+  n = jnp.searchsorted(jnp.cumsum(probs), u, side="right")
+  return jnp.clip(n, 0, last).astype(jnp.int32)
 
 
 def consistency_loss(f_online, f_target, key, x0, *, num_points, max_points,
@@ -102,9 +108,12 @@ def consistency_loss(f_online, f_target, key, x0, *, num_points, max_points,
   batch = x0.shape[0]
   grid = dict(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
 
+  probs = (cm.lognormal_index_probs(num_points, max_points, **grid)
+           if index_distribution == "lognormal" else None)
+
   def draw(i):
     k_index, k_noise = jax.random.split(jax.random.fold_in(key, i))
-    n = sample_index(k_index, num_points, max_points, index_distribution, **grid)
+    n = sample_index(k_index, num_points, max_points, index_distribution, probs=probs, **grid)
     return n, jax.random.normal(k_noise, x0.shape[1:], jnp.float32)
 
   n, z = jax.vmap(draw)(jnp.arange(batch))
