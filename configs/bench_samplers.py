@@ -34,7 +34,9 @@ def get_config(arg=None):
   return ml_collections.ConfigDict({
       "benchmark": "samplers",
       "name": "samplers",
-      "dims": (2,) if a.quick else (2, 8),
+      # (dim, mean scale of the random 8-D mixture; ignored for the 2-D ring8)
+      "problems": ((2, 1.0),) if a.quick else ((2, 1.0), (8, 1.0), (8, 3.0)),
+      "spacings": ("logsnr_uniform", "time_uniform", "time_quadratic"),
       "nfe_budgets": (10,) if a.quick else (5, 10, 20, 50),
       "num_samples": 200 if a.quick else a.samples,
       "ours": OURS[:4] if a.quick else OURS,

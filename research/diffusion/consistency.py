@@ -53,7 +53,7 @@ __all__ = [
     "scalings", "consistency_fn", "karras_sigmas", "ct_num_points", "ct_target_decay",
     "ict_num_points", "ict_doubling_period", "lognormal_index_probs", "ict_weight",
     "pseudo_huber", "pseudo_huber_c", "denoiser_from_diffusion", "teacher_step",
-    "TEACHER_SOLVERS", "sample_sigmas", "multistep_sample", "sample", "sample_nfe",
+    "TEACHER_SOLVERS", "sample_sigmas", "snap_to_grid", "multistep_sample", "sample", "sample_nfe",
 ]
 
 SIGMA_DATA = 0.5
@@ -294,6 +294,19 @@ def sample_sigmas(num_steps, *, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RH
   n = samplers_lib.check_num_steps(num_steps)
   i = jnp.arange(n, 0, -1)
   return karras_sigmas(i, n + 1, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+
+
+def snap_to_grid(sigmas, num_points, *, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO):
+  """Each sigma replaced by the nearest (in log sigma) level s_1..s_{N-1} of the N-point Karras grid.
+
+  A model trained on a fixed grid (CD with N = 18) has only been fit at those
+  levels; CM's multistep sampling of CD models picks its tau_n among them.
+  """
+  grid = karras_sigmas(jnp.arange(1, num_points), num_points, sigma_min=sigma_min,
+                       sigma_max=sigma_max, rho=rho)
+  sigmas = jnp.asarray(sigmas, jnp.float32)
+  nearest = jnp.argmin(jnp.abs(jnp.log(sigmas)[:, None] - jnp.log(grid)[None, :]), axis=1)
+  return grid[nearest]
 
 
 def multistep_sample(key, f, z, sigmas, *, sigma_min=SIGMA_MIN):

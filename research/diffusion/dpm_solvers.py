@@ -17,10 +17,11 @@ phi_{k+1} = (phi_k - 1/k!)/z), evaluated here without cancellation (a series for
 |z| < 1, the expm1 recursion above), so h -> 0 is safe in float32.
 
 Steps (shared with samplers.py): num_steps = N model evaluations at t_0 = 1 >
-... > t_{N-1} = t_end (default schedule.t_min), then (final_step_to_zero=True, the
-default) the last step lands on clean data with the first-order data step
-x = x0_pred(x_{N-1}, t_{N-1}) (the DPM-Solver(++) step to sigma = 0). The
-default spacing is uniform in lambda (samplers.DEFAULT_SPACING).
+... > t_{N-1} = t_end, then (final_step_to_zero=True, the default) the last step
+lands on clean data with the first-order data step x = x0_pred(x_{N-1}, t_{N-1})
+(the DPM-Solver(++) step to sigma = 0). Defaults (samplers.DEFAULT_SPACING,
+samplers.default_t_end): time-quadratic steps ending at t_end = max(t_min,
+(1.5/N)^2), measured to be the most accurate per NFE on analytic mixtures.
 
 Order schedule of the multistep methods: warm-up order min(order, i + 1) at step
 i, and with lower_order_final (default) and N < 15 steps also min(order, N - i)

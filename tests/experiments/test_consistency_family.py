@@ -1,7 +1,5 @@
 """The consistency family through the trainer: iCT run, CT target EMA, CD from a diffusion workdir."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,6 +97,9 @@ def test_cd_distills_from_a_diffusion_workdir(teacher_workdir):
   new, metrics = trainer.make_train_step(run)(state, run.keys["train"])
   assert np.isfinite(float(metrics["loss"])) and float(metrics["num_points"]) == 18
   np.testing.assert_allclose(float(metrics["target_decay"]), 0.95, rtol=1e-6)
+  # Default 2-step levels of a CD model lie on its 18-point training grid.
+  grid = np.asarray(cm.karras_sigmas(jnp.arange(18), 18))
+  np.testing.assert_allclose(family.sample_sigmas(2), [80.0, grid[9]], rtol=1e-6)
   # A teacher trained on other data is refused.
   other = _config(f"mode=cd,teacher={teacher_workdir},dataset=ring8")
   with pytest.raises(ValueError, match="config.consistency.teacher_workdir"):

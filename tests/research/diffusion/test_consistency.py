@@ -190,3 +190,9 @@ def test_registry_sampler_matches_multistep_sample_on_the_ve_schedule():
   assert samplers.nfe("consistency", 3) == 3 and "consistency" in samplers.NAMES
   with pytest.raises(ValueError, match="prediction"):
     sampler(key, model_fn, z, schedule, num_steps=1, prediction="eps")
+
+
+def test_snap_to_grid_picks_the_nearest_level_in_log_sigma():
+  grid = np.asarray(cm.karras_sigmas(jnp.arange(18), 18))
+  out = np.asarray(cm.snap_to_grid(jnp.array([80.0, 2.52, 2.0, 1e-4]), 18))
+  np.testing.assert_allclose(out, [80.0, grid[9], grid[8], grid[1]], rtol=1e-6)

@@ -138,7 +138,7 @@ def test_final_step_is_the_data_prediction_at_t_end():
   # x = x0_pred(x, t_min) (the first-order data step with sigma_next = 0).
   for name, options in [("dpm_solver++", {"order": 3, "lower_order_final": False}),
                         ("dpm_solver", {"lower_order_final": False}), ("ddim", {})]:
-    final = run(name, 12, **options)
+    final = run(name, 12, t_end=SCHEDULE.t_min, **options)
     before = run(name, 11, final_step_to_zero=False, **options)
     t = SCHEDULE.t_min
     x0 = parameterization.to_x0(MODEL(before, jnp.full((32,), t)), before,
@@ -174,6 +174,16 @@ def test_unipc_predictor_alone_is_dpm_solver_pp_2m():
   a = run("unipc", 10, order=2, use_corrector=False)
   b = run("dpm_solver++", 10, order=2)
   np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_default_end_time_continues_the_quadratic_grid():
+  # t_end = max(t_min, (1.5 / N)^2); without the final step to data, t_min.
+  assert samplers.default_t_end(SCHEDULE, 5) == pytest.approx(0.09)
+  assert samplers.default_t_end(SCHEDULE, 100) == SCHEDULE.t_min
+  assert samplers.default_t_end(SCHEDULE, 5, final_step_to_zero=False) == SCHEDULE.t_min
+  grid = samplers.sampling_grid(SCHEDULE, 5)
+  np.testing.assert_allclose(grid.t, schedules.timesteps(
+      SCHEDULE, 4, "time_quadratic", t_end=0.09).tolist() + [0.0], atol=1e-6)
 
 
 def test_order_schedule_warm_up_and_lower_order_final():
@@ -443,7 +453,7 @@ def test_final_step_is_the_data_prediction_at_t_end():
   # x = x0_pred(x, t_min) (the first-order data step with sigma_next = 0).
   for name, options in [("dpm_solver++", {"order": 3, "lower_order_final": False}),
                         ("dpm_solver", {"lower_order_final": False}), ("ddim", {})]:
-    final = run(name, 12, **options)
+    final = run(name, 12, t_end=SCHEDULE.t_min, **options)
     before = run(name, 11, final_step_to_zero=False, **options)
     t = SCHEDULE.t_min
     x0 = parameterization.to_x0(MODEL(before, jnp.full((32,), t)), before,
@@ -479,6 +489,16 @@ def test_unipc_predictor_alone_is_dpm_solver_pp_2m():
   a = run("unipc", 10, order=2, use_corrector=False)
   b = run("dpm_solver++", 10, order=2)
   np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_default_end_time_continues_the_quadratic_grid():
+  # t_end = max(t_min, (1.5 / N)^2); without the final step to data, t_min.
+  assert samplers.default_t_end(SCHEDULE, 5) == pytest.approx(0.09)
+  assert samplers.default_t_end(SCHEDULE, 100) == SCHEDULE.t_min
+  assert samplers.default_t_end(SCHEDULE, 5, final_step_to_zero=False) == SCHEDULE.t_min
+  grid = samplers.sampling_grid(SCHEDULE, 5)
+  np.testing.assert_allclose(grid.t, schedules.timesteps(
+      SCHEDULE, 4, "time_quadratic", t_end=0.09).tolist() + [0.0], atol=1e-6)
 
 
 def test_order_schedule_warm_up_and_lower_order_final():
