@@ -466,6 +466,16 @@ def _singlestep(model_fn, x_T, schedule, grid, order, prediction):
   return x
 
 
+def _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero):
+  """samplers.sampling_grid with the default spacing and the default_t_end rule."""
+  spacing = samplers_lib.default_spacing(schedule) if spacing is None else spacing
+  t_end = samplers_lib.resolve_t_end(schedule, num_steps, t_end, spacing,
+                                     final_step_to_zero)
+  return samplers_lib.sampling_grid(schedule, num_steps, spacing=spacing,
+                                    t_end=t_end, rho=rho,
+                                    final_step_to_zero=final_step_to_zero)
+
+
 # ----------------------------------------------------------------------------
 # Public samplers.
 # ----------------------------------------------------------------------------
@@ -488,9 +498,7 @@ def dpm_solver(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   order = _check_order(order)
   method = _check_choice("method", method, _METHODS)
   solver_type = _check_choice("solver_type", solver_type, _SOLVER_TYPES)
-  grid = samplers_lib.sampling_grid(schedule, num_steps, spacing=spacing,
-                                    t_end=t_end, rho=rho,
-                                    final_step_to_zero=final_step_to_zero)
+  grid = _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero)
   if method == "singlestep":
     return _singlestep(model_fn, x_T, schedule, grid, order, prediction)
   n_ode = _n_ode(grid)
@@ -536,10 +544,8 @@ def dpm_solver_pp(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   prediction = samplers_lib.check_prediction(prediction)
   order = _check_order(order)
   solver_type = _check_choice("solver_type", solver_type, _SOLVER_TYPES)
-  sde = samplers_lib._check_bool("sde", sde)
-  grid = samplers_lib.sampling_grid(schedule, num_steps, spacing=spacing,
-                                    t_end=t_end, rho=rho,
-                                    final_step_to_zero=final_step_to_zero)
+  sde = samplers_lib.check_bool("sde", sde)
+  grid = _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero)
   n_ode = _n_ode(grid)
   orders = order_schedule(num_steps, order, lower_order_final=lower_order_final,
                           final_step_to_zero=final_step_to_zero)[:n_ode]
@@ -580,11 +586,9 @@ def unipc(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", order=3,
   prediction = samplers_lib.check_prediction(prediction)
   order = _check_order(order)
   variant = _check_choice("variant", variant, _UNIPC_VARIANTS)
-  use_corrector = samplers_lib._check_bool("use_corrector", use_corrector)
-  corrected_final = samplers_lib._check_bool("corrected_final", corrected_final)
-  grid = samplers_lib.sampling_grid(schedule, num_steps, spacing=spacing,
-                                    t_end=t_end, rho=rho,
-                                    final_step_to_zero=final_step_to_zero)
+  use_corrector = samplers_lib.check_bool("use_corrector", use_corrector)
+  corrected_final = samplers_lib.check_bool("corrected_final", corrected_final)
+  grid = _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero)
   n_ode = _n_ode(grid)
   orders = order_schedule(num_steps, order, lower_order_final=lower_order_final,
                           final_step_to_zero=final_step_to_zero)[:n_ode]

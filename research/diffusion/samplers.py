@@ -38,16 +38,16 @@ sampler.
 Defaults, measured against the exact PF-ODE map of analytic 2-D mixtures (ring8,
 grid25, random mixtures; linear discrete schedule, T = 1000; README table):
 * spacing "time_quadratic" (t_i = (1 - i/(N-1) (1 - sqrt(t_end)))^2, Lu et al.
-  2022): at NFE 5-20 it beat "logsnr_uniform", "time_uniform" and "karras" for
-  every solver but DDIM (whose best is similar);
-* t_end = max(t_min, (END_SCALE / N)^2), END_SCALE = 1.5 (`default_t_end`): the
-  quadratic grid continued to t = 0, so the final denoising step is about one
-  more step of the same grid. Ending at t_min (sigma = 0.01) instead wastes
-  steps at low noise where these solvers are already accurate: at NFE 10 the
-  error is 1.4-2x larger; for N >= 48 the rule gives t_min. Pass t_end=
-  schedule.t_min to keep every step down to the smallest trained time.
+  2022): at NFE 5-20 it beat "logsnr_uniform", "time_uniform" and "karras"
+  (geometric mean over the mixtures) for every solver but DDIM (first order),
+  whose default is "time_uniform" (DDIM_SPACING);
+* t_end = max(t_min, (1.5 / N)^2) (time_uniform: max(t_min, 0.5 / N); karras:
+  t_min; `default_t_end`): the grid continued to t = 0, so the final denoising step is
+  about one more step of the same grid. Ending at t_min (sigma = 0.01) instead
+  spends steps at low noise where the solvers are already accurate (at NFE 10
+  the error is 1.05-3.4x larger); for N >= 48 the rule gives t_min. Pass
+  t_end=schedule.t_min to keep every step down to the smallest trained time.
 
-Registry: NAMES, get(name), nfe(name, num_steps, **options), register(...).
 Registry: NAMES, get(name), nfe(name, num_steps, **options), register(...).
 """
 from __future__ import annotations
@@ -75,11 +75,14 @@ __all__ = [
     "check_num_steps",
     "check_prediction",
     "check_eta",
+    "check_bool",
     "per_example_normal",
     "batch_time",
     "predict_x0_eps",
     "predict",
     "sampling_grid",
+    "default_t_end",
+    "resolve_t_end",
     "is_concrete",
     "array_module",
     "to_device",
@@ -92,7 +95,9 @@ __all__ = [
 
 # Default spacing and end time of the ODE samplers (see the module docstring).
 DEFAULT_SPACING = "time_quadratic"
-END_SCALE = 1.5
+END_SCALE = 1.5                 # t_end = (END_SCALE / N)^2
+END_SCALE_TIME_UNIFORM = 0.5    # t_end = END_SCALE_TIME_UNIFORM / N (time_uniform)
+DDIM_SPACING = "time_uniform"   # DDIM's measured best (first order)
 
 
 # ----------------------------------------------------------------------------
@@ -126,7 +131,8 @@ def check_eta(eta, *, upper=1.0):
   return value
 
 
-def _check_bool(name, value):
+def check_bool(name, value):
+  """value must be a Python bool (a static option), else ValueError naming it."""
   if not isinstance(value, (bool, np.bool_)):
     raise ValueError(f"{name} must be a bool, got {name}={value!r}")
   return bool(value)
@@ -215,17 +221,30 @@ def default_spacing(schedule) -> str:
   return DEFAULT_SPACING
 
 
-def default_t_end(schedule, num_steps, final_step_to_zero=True) -> float:
-  """The default last evaluation time: max(t_min, (END_SCALE / N)^2) before the final step.
+def default_t_end(schedule, num_steps, final_step_to_zero=True,
+                  spacing=DEFAULT_SPACING) -> float:
+  """The default last evaluation time t_{N-1} before the final step to clean data.
 
-  With the final step to clean data, the N-step time-quadratic grid is, up to
-  the constant END_SCALE, the grid t_i = (1 - i/N)^2 of N equal steps in sqrt(t)
-  that ends at t = 0: the final step x = x0_pred(x, t_end) is one more step of
-  the same grid instead of a jump from t_min. Without the final step, t_min.
+  The N-point grid continued to t = 0, so that the final step x = x0_pred(x, t_end)
+  is about one more step of the same grid instead of a jump from t_min:
+  time_uniform: max(t_min, 0.5 / N); time_quadratic and logsnr_uniform:
+  max(t_min, (1.5 / N)^2) (the time-quadratic grid t_i = (1 - i/N)^2, with the
+  constants END_SCALE measured on analytic mixtures). "karras" keeps EDM's
+  convention (its smallest noise level at t_min, as the Karras samplers of
+  karras.py), and so does every spacing without the final step.
   """
-  if not final_step_to_zero:
+  if not final_step_to_zero or spacing == "karras":
     return float(schedule.t_min)
+  if spacing == "time_uniform":
+    return max(float(schedule.t_min), END_SCALE_TIME_UNIFORM / num_steps)
   return max(float(schedule.t_min), (END_SCALE / num_steps) ** 2)
+
+
+def resolve_t_end(schedule, num_steps, t_end, spacing, final_step_to_zero):
+  """t_end as given, or the default_t_end rule when t_end is None (continuous spacings)."""
+  if t_end is not None or spacing in schedules_lib.DISCRETE_SPACINGS:
+    return t_end
+  return default_t_end(schedule, num_steps, final_step_to_zero, spacing)
 
 
 def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
@@ -236,7 +255,9 @@ def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
   schedules.timesteps(schedule, N - 1, spacing, t_end=t_end); diffusers'
   discrete spacings: their N index times), then clean data. Otherwise
   schedules.timesteps(schedule, N, spacing, t_end=t_end) (discrete spacings:
-  the first N + 1 index times of an (N + 1)-point grid).
+  the first N + 1 index times of an (N + 1)-point grid). t_end=None means
+  schedule.t_min, as in schedules.timesteps; the samplers of this module and of
+  dpm_solvers.py pass `resolve_t_end(...)` (the `default_t_end` rule) instead.
 
   When the schedule is concrete (the usual case: closed over by the jitted
   sampler) the grid is evaluated at trace time and returned as float64 numpy
@@ -245,7 +266,7 @@ def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
   float32 arrays.
   """
   num_steps = check_num_steps(num_steps)
-  final_step_to_zero = _check_bool("final_step_to_zero", final_step_to_zero)
+  final_step_to_zero = check_bool("final_step_to_zero", final_step_to_zero)
   spacing = default_spacing(schedule) if spacing is None else spacing
   if spacing not in schedules_lib.SPACINGS:
     raise ValueError(f"unknown spacing={spacing!r}; valid spacings:"
@@ -262,8 +283,6 @@ def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
           f"t_end must be > 0 without a final step to clean data (lambda(0) ="
           f" inf); use final_step_to_zero=True to land on clean data, got"
           f" t_end={t_end!r}")
-  if t_end is None and not discrete:
-    t_end = default_t_end(schedule, num_steps, final_step_to_zero)
   n_eval = num_steps if final_step_to_zero else num_steps + 1
   if not discrete and n_eval > 1:
     # Validates spacing, rho and t_end eagerly (outside the compiled helper).
@@ -447,6 +466,8 @@ def ddim(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", eta=0.0,
   num_steps = check_num_steps(num_steps)
   prediction = check_prediction(prediction)
   eta = check_eta(eta)
+  spacing = DDIM_SPACING if spacing is None else spacing
+  t_end = resolve_t_end(schedule, num_steps, t_end, spacing, final_step_to_zero)
   grid = sampling_grid(schedule, num_steps, spacing=spacing, t_end=t_end,
                        rho=rho, final_step_to_zero=final_step_to_zero)
   a, s, lam = grid.alpha, grid.sigma, grid.log_snr

@@ -84,13 +84,15 @@ def test_mixture_eps_matches_gmm_in_float32():
 # ----------------------------------------------------------------------------
 # Accuracy against the exact ODE map and convergence orders.
 # ----------------------------------------------------------------------------
-# (name, options, num_steps, tolerance on the RMSE vs the exact map to t = 0).
-# Measured errors are about half of each tolerance. The floor ~2e-4 is the
-# final first-order step from sigma(t_min) = 0.01 to clean data.
+# (name, options, num_steps, tolerance on the RMSE vs the exact map to t = 0),
+# default options otherwise (for N >= 48 the default t_end is t_min). Measured
+# errors are about half of each tolerance. The floor ~2e-4 is the final
+# first-order step from sigma(t_min) = 0.01 to clean data.
 HIGH_NFE_CASES = [
     ("ddim", {}, 400, 1.2e-2),
     ("dpm_solver", {"order": 3}, 80, 1.2e-3),
-    ("dpm_solver", {"order": 3, "method": "singlestep"}, 20, 8e-4),
+    ("dpm_solver", {"order": 3, "method": "singlestep",
+                    "t_end": SCHEDULE.t_min}, 20, 8e-4),
     ("dpm_solver++", {"order": 2}, 80, 2e-3),
     ("unipc", {"order": 3}, 50, 5e-4),
 ]
@@ -126,8 +128,8 @@ ORDER_CASES = [
 @pytest.mark.parametrize("name,options,steps,min_order,tol", ORDER_CASES,
                          ids=[f"{c[0]}-{c[1]}" for c in ORDER_CASES])
 def test_convergence_order(name, options, steps, min_order, tol):
-  errors = [rmse(run(name, n, final_step_to_zero=False, **options),
-                 reference()["t_min"]) for n in steps]
+  errors = [rmse(run(name, n, final_step_to_zero=False, spacing="logsnr_uniform",
+                     **options), reference()["t_min"]) for n in steps]
   observed = np.log2(errors[0] / errors[1])
   assert observed > min_order, (errors, observed)
   assert errors[1] < tol, errors
@@ -153,10 +155,11 @@ def test_ddim_eta0_is_deterministic_and_equals_dpm_solver_1():
   a = run("ddim", 12, key=jax.random.PRNGKey(1))
   b = run("ddim", 12, key=jax.random.PRNGKey(2))
   np.testing.assert_array_equal(a, b)
+  grid = {"spacing": samplers.DDIM_SPACING}        # DDIM's default steps
   for method in ("multistep", "singlestep"):
-    c = run("dpm_solver", 12, order=1, method=method)
+    c = run("dpm_solver", 12, order=1, method=method, **grid)
     np.testing.assert_allclose(a, c, atol=2e-5)
-  d = run("dpm_solver++", 12, order=1)
+  d = run("dpm_solver++", 12, order=1, **grid)
   np.testing.assert_allclose(a, d, atol=2e-5)
 
 
@@ -181,9 +184,23 @@ def test_default_end_time_continues_the_quadratic_grid():
   assert samplers.default_t_end(SCHEDULE, 5) == pytest.approx(0.09)
   assert samplers.default_t_end(SCHEDULE, 100) == SCHEDULE.t_min
   assert samplers.default_t_end(SCHEDULE, 5, final_step_to_zero=False) == SCHEDULE.t_min
-  grid = samplers.sampling_grid(SCHEDULE, 5)
+  assert samplers.default_t_end(SCHEDULE, 5, spacing="time_uniform") == pytest.approx(0.1)
+  assert samplers.default_t_end(SCHEDULE, 5, spacing="karras") == SCHEDULE.t_min
+  # The samplers resolve t_end=None with this rule; sampling_grid itself keeps
+  # the timesteps convention (t_end=None is t_min) for other callers.
+  t_end = samplers.resolve_t_end(SCHEDULE, 5, None, "time_quadratic", True)
+  assert t_end == pytest.approx(0.09)
+  assert samplers.resolve_t_end(SCHEDULE, 5, 0.3, "time_quadratic", True) == 0.3
+  grid = samplers.sampling_grid(SCHEDULE, 5, t_end=t_end)
   np.testing.assert_allclose(grid.t, schedules.timesteps(
       SCHEDULE, 4, "time_quadratic", t_end=0.09).tolist() + [0.0], atol=1e-6)
+  assert float(samplers.sampling_grid(SCHEDULE, 5).t[-2]) == pytest.approx(SCHEDULE.t_min)
+  # The last model call of the default unipc run is at t_end.
+  times = []
+  model = lambda x, t: (jax.debug.callback(lambda t: times.append(float(t[0])), t), MODEL(x, t))[1]
+  run("unipc", 5, x=X_T[:2], model=model)
+  jax.effects_barrier()
+  assert times[-1] == pytest.approx(0.09, rel=1e-5)
 
 
 def test_order_schedule_warm_up_and_lower_order_final():
@@ -201,15 +218,16 @@ def test_sampling_grid_matches_schedules_timesteps(schedule):
   # sampling_grid rebuilds the timesteps grids in numpy (no compile per N).
   for spacing in ("time_uniform", "logsnr_uniform", "time_quadratic", "karras"):
     for n in (2, 9):
-      grid = samplers.sampling_grid(schedule, n, spacing=spacing)
-      t = schedules.timesteps(schedule, n - 1, spacing)
+      grid = samplers.sampling_grid(schedule, n, spacing=spacing, t_end=0.02)
+      t = schedules.timesteps(schedule, n - 1, spacing, t_end=0.02)
       np.testing.assert_allclose(grid.t[:-1], t, atol=1e-6)
       np.testing.assert_allclose(grid.alpha[:-1], schedule.alpha(t), rtol=1e-5)
       np.testing.assert_allclose(grid.sigma[:-1], schedule.sigma(t), rtol=1e-5)
       assert grid.sigma[-1] == 0 and grid.alpha[-1] == 1 and grid.t[-1] == 0
   # A traced schedule takes the schedules.timesteps path.
-  traced = jax.jit(lambda s: samplers.sampling_grid(s, 9).t)(schedule)
-  np.testing.assert_allclose(traced[:-1], schedules.timesteps(schedule, 8), atol=1e-6)
+  traced = jax.jit(lambda s: samplers.sampling_grid(s, 9, t_end=0.02).t)(schedule)
+  np.testing.assert_allclose(traced[:-1], schedules.timesteps(
+      schedule, 8, samplers.DEFAULT_SPACING, t_end=0.02), atol=1e-6)
   grid = samplers.sampling_grid(SCHEDULE, 5, spacing="trailing")
   np.testing.assert_allclose(grid.t, [1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
 
@@ -378,11 +396,9 @@ def test_batch_size_invariance(name, options):
   np.testing.assert_allclose(big[:4], small, atol=1e-6)
 
 
-# Every sampler converts through samplers.predict / predict_x0_eps; one per
-# code path: x0 form (ddpm, unipc), eps form with intermediate points (singlestep).
-@pytest.mark.parametrize("name,options", [
-    ("ddpm", {}), ("dpm_solver", {"method": "singlestep"}), ("unipc", {}),
-])
+# Every sampler converts through samplers.predict_x0_eps (ddpm, ddim) or
+# samplers.predict (dpm_solver, dpm_solver++, unipc): one of each.
+@pytest.mark.parametrize("name,options", [("ddpm", {}), ("unipc", {})])
 def test_prediction_types_agree_for_the_exact_model(name, options):
   sampler = samplers.get(name)
 
@@ -403,7 +419,8 @@ NFE_CASES = [
     ("dpm_solver", {"order": 2}, 80, 3e-3),
     ("dpm_solver", {"order": 3}, 80, 1.2e-3),
     ("dpm_solver", {"order": 2, "method": "singlestep"}, 40, 7e-3),
-    ("dpm_solver", {"order": 3, "method": "singlestep"}, 20, 8e-4),
+    ("dpm_solver", {"order": 3, "method": "singlestep",
+                    "t_end": SCHEDULE.t_min}, 20, 8e-4),
     ("dpm_solver++", {"order": 2}, 80, 2e-3),
     ("dpm_solver++", {"order": 3}, 80, 6e-4),
     ("unipc", {"order": 2}, 50, 6e-4),
@@ -441,8 +458,8 @@ ORDER_CASES = [
 @pytest.mark.parametrize("name,options,steps,min_order,tol", ORDER_CASES,
                          ids=[f"{c[0]}-{c[1]}" for c in ORDER_CASES])
 def test_convergence_order(name, options, steps, min_order, tol):
-  errors = [rmse(run(name, n, final_step_to_zero=False, **options),
-                 reference()["t_min"]) for n in steps]
+  errors = [rmse(run(name, n, final_step_to_zero=False, spacing="logsnr_uniform",
+                     **options), reference()["t_min"]) for n in steps]
   observed = np.log2(errors[0] / errors[1])
   assert observed > min_order, (errors, observed)
   assert errors[1] < tol, errors
@@ -468,10 +485,11 @@ def test_ddim_eta0_is_deterministic_and_equals_dpm_solver_1():
   a = run("ddim", 12, key=jax.random.PRNGKey(1))
   b = run("ddim", 12, key=jax.random.PRNGKey(2))
   np.testing.assert_array_equal(a, b)
+  grid = {"spacing": samplers.DDIM_SPACING}        # DDIM's default steps
   for method in ("multistep", "singlestep"):
-    c = run("dpm_solver", 12, order=1, method=method)
+    c = run("dpm_solver", 12, order=1, method=method, **grid)
     np.testing.assert_allclose(a, c, atol=2e-5)
-  d = run("dpm_solver++", 12, order=1)
+  d = run("dpm_solver++", 12, order=1, **grid)
   np.testing.assert_allclose(a, d, atol=2e-5)
 
 
@@ -496,9 +514,23 @@ def test_default_end_time_continues_the_quadratic_grid():
   assert samplers.default_t_end(SCHEDULE, 5) == pytest.approx(0.09)
   assert samplers.default_t_end(SCHEDULE, 100) == SCHEDULE.t_min
   assert samplers.default_t_end(SCHEDULE, 5, final_step_to_zero=False) == SCHEDULE.t_min
-  grid = samplers.sampling_grid(SCHEDULE, 5)
+  assert samplers.default_t_end(SCHEDULE, 5, spacing="time_uniform") == pytest.approx(0.1)
+  assert samplers.default_t_end(SCHEDULE, 5, spacing="karras") == SCHEDULE.t_min
+  # The samplers resolve t_end=None with this rule; sampling_grid itself keeps
+  # the timesteps convention (t_end=None is t_min) for other callers.
+  t_end = samplers.resolve_t_end(SCHEDULE, 5, None, "time_quadratic", True)
+  assert t_end == pytest.approx(0.09)
+  assert samplers.resolve_t_end(SCHEDULE, 5, 0.3, "time_quadratic", True) == 0.3
+  grid = samplers.sampling_grid(SCHEDULE, 5, t_end=t_end)
   np.testing.assert_allclose(grid.t, schedules.timesteps(
       SCHEDULE, 4, "time_quadratic", t_end=0.09).tolist() + [0.0], atol=1e-6)
+  assert float(samplers.sampling_grid(SCHEDULE, 5).t[-2]) == pytest.approx(SCHEDULE.t_min)
+  # The last model call of the default unipc run is at t_end.
+  times = []
+  model = lambda x, t: (jax.debug.callback(lambda t: times.append(float(t[0])), t), MODEL(x, t))[1]
+  run("unipc", 5, x=X_T[:2], model=model)
+  jax.effects_barrier()
+  assert times[-1] == pytest.approx(0.09, rel=1e-5)
 
 
 def test_order_schedule_warm_up_and_lower_order_final():
@@ -516,15 +548,16 @@ def test_sampling_grid_matches_schedules_timesteps(schedule):
   # sampling_grid rebuilds the timesteps grids in numpy (no compile per N).
   for spacing in ("time_uniform", "logsnr_uniform", "time_quadratic", "karras"):
     for n in (2, 9):
-      grid = samplers.sampling_grid(schedule, n, spacing=spacing)
-      t = schedules.timesteps(schedule, n - 1, spacing)
+      grid = samplers.sampling_grid(schedule, n, spacing=spacing, t_end=0.02)
+      t = schedules.timesteps(schedule, n - 1, spacing, t_end=0.02)
       np.testing.assert_allclose(grid.t[:-1], t, atol=1e-6)
       np.testing.assert_allclose(grid.alpha[:-1], schedule.alpha(t), rtol=1e-5)
       np.testing.assert_allclose(grid.sigma[:-1], schedule.sigma(t), rtol=1e-5)
       assert grid.sigma[-1] == 0 and grid.alpha[-1] == 1 and grid.t[-1] == 0
   # A traced schedule takes the schedules.timesteps path.
-  traced = jax.jit(lambda s: samplers.sampling_grid(s, 9).t)(schedule)
-  np.testing.assert_allclose(traced[:-1], schedules.timesteps(schedule, 8), atol=1e-6)
+  traced = jax.jit(lambda s: samplers.sampling_grid(s, 9, t_end=0.02).t)(schedule)
+  np.testing.assert_allclose(traced[:-1], schedules.timesteps(
+      schedule, 8, samplers.DEFAULT_SPACING, t_end=0.02), atol=1e-6)
   grid = samplers.sampling_grid(SCHEDULE, 5, spacing="trailing")
   np.testing.assert_allclose(grid.t, [1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
 
@@ -693,11 +726,9 @@ def test_batch_size_invariance(name, options):
   np.testing.assert_allclose(big[:4], small, atol=1e-6)
 
 
-# Every sampler converts through samplers.predict / predict_x0_eps; one per
-# code path: x0 form (ddpm, unipc), eps form with intermediate points (singlestep).
-@pytest.mark.parametrize("name,options", [
-    ("ddpm", {}), ("dpm_solver", {"method": "singlestep"}), ("unipc", {}),
-])
+# Every sampler converts through samplers.predict_x0_eps (ddpm, ddim) or
+# samplers.predict (dpm_solver, dpm_solver++, unipc): one of each.
+@pytest.mark.parametrize("name,options", [("ddpm", {}), ("unipc", {})])
 def test_prediction_types_agree_for_the_exact_model(name, options):
   key = jax.random.PRNGKey(2)
   base = run(name, 8, key=key, **options)
