@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
   """Fields every experiment has; families add their own sections."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.num_seeds = 1  # > 1: that many replicas (seeds seed .. seed + n - 1) in one vmapped step
   c.family = ""
   c.data = ml_collections.ConfigDict({"name": "moons"})
   c.train = ml_collections.ConfigDict({

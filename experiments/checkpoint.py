@@ -1,9 +1,10 @@
 """Orbax checkpoints under WORKDIR/checkpoints/<step>/: periodic, preemption-safe, exact resume.
 
-The saved item is the whole training state (step, params, optimizer state, EMA)
-plus a small JSON `meta`. Randomness is derived from (seed, step), so the state
-alone determines the rest of the run: a resumed run ends bit-identical to an
-uninterrupted one.
+The saved items are the whole training state (step, params, optimizer state, EMA),
+a small JSON `meta` and, for host-data runs (tfds + grain), the data iterator's
+JSON state under `data`. Randomness is derived from (seed, step), so state plus
+iterator state determine the rest of the run: a resumed run ends bit-identical
+to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -41,9 +42,23 @@ def make_manager(workdir: str, *, every: int, keep: int = 3, keep_every: int = 0
                                options=options)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, *, force: bool = False) -> bool:
-  return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                    meta=ocp.args.JsonSave(meta)), force=force)
+def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, *, force: bool = False,
+         data_state: dict | None = None) -> bool:
+  """Save state + meta (+ the data iterator's JSON state) as checkpoint `step`."""
+  items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+  if data_state is not None:
+    items["data"] = ocp.args.JsonSave(data_state)
+  return manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def restore_data_state(manager: ocp.CheckpointManager, step: int | None = None) -> dict | None:
+  """The data iterator state saved with checkpoint `step` (default latest), or None."""
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    return None
+  if "data" not in manager.item_metadata(step):
+    return None
+  return manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
 
 
 def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = None):

@@ -40,6 +40,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ("train.num_steps", "train.batch_size", "train.checkpoint_every",
                 "train.log_every"):
     _positive_int(config, field)
+  if "num_seeds" in config:
+    _positive_int(config, "num_seeds")
   for field in ("train.plot_every", "train.keep_every"):
     if field.split(".")[1] in config.train:
       _positive_int(config, field, allow_zero=True)

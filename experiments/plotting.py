@@ -1,4 +1,4 @@
-"""Figures written by runs: 2-D sample scatter plots (matplotlib, Agg backend)."""
+"""Figures written by runs: 2-D sample scatter plots and image grids (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,27 @@ def scatter_samples(path: str, samples, reference=None, *, title: str = "") -> s
     ax.set_aspect("equal")
   if title:
     fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def image_grid(path: str, images, *, title: str = "", columns: int = 8) -> str:
+  """Tile images (N, H, W, C) with values in [0, 1] into a grid PNG."""
+  images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+  n, h, w, c = images.shape
+  rows = -(-n // columns)
+  canvas = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, c), np.float32)
+  for i, img in enumerate(images):
+    r, col = divmod(i, columns)
+    canvas[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + col * (w + 1): 1 + col * (w + 1) + w] = img
+  fig, ax = plt.subplots(figsize=(columns * 0.6 + 0.5, rows * 0.6 + 0.7))
+  ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None,
+            vmin=0.0, vmax=1.0, interpolation="nearest")
+  ax.axis("off")
+  if title:
+    ax.set_title(title, fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

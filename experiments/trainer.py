@@ -70,7 +70,24 @@ class Run:
   optimizers: dict
   state_shardings: object
   abstract_state: object
-  keys: dict
+  keys: dict            # name -> key; stacked (num_seeds,) keys when num_seeds > 1
+  num_seeds: int = 1
+
+  @property
+  def host_data(self) -> bool:
+    """True when batches come from a host iterator (tfds + grain), not from a key in jit."""
+    return bool(getattr(self.dataset, "host_data", False))
+
+  @property
+  def conditional(self) -> bool:
+    """True when the family trains on (x, label) batches."""
+    return bool(getattr(self.family, "conditional", False))
+
+  def keys_of(self, i: int) -> dict:
+    """The keys of replica i (replica i of a num_seeds run uses seed config.seed + i)."""
+    if self.num_seeds == 1:
+      return self.keys
+    return {name: k[i] for name, k in self.keys.items()}
 
 
 def build(config) -> Run:
@@ -82,14 +99,30 @@ def build(config) -> Run:
   sharding_lib.check_batch_divisible(config.train.batch_size, mesh)
   phases = phases_of(family)
   optimizers = {p.name: optim.make_optimizer(config[p.optim], config.train.num_steps) for p in phases}
-  root = jax.random.key(config.seed)
-  keys = {name: jax.random.fold_in(root, tag) for name, tag in
-          (("init", INIT), ("train", TRAIN), ("sample", SAMPLE), ("eval", EVAL))}
-  abstract = jax.eval_shape(lambda k: _initial_state(family, phases, optimizers, k), keys["init"])
+  num_seeds = int(config.get("num_seeds", 1))
+  keys = seed_keys(config.seed)
+  if num_seeds > 1:  # replica i is the run with seed config.seed + i
+    per_replica = [seed_keys(config.seed + i) for i in range(num_seeds)]
+    keys = {name: jnp.stack([k[name] for k in per_replica]) for name in keys}
+  init = _replicated(lambda k: _initial_state(family, phases, optimizers, k), num_seeds)
+  abstract = jax.eval_shape(init, keys["init"])
   shardings = sharding_lib.param_sharding(abstract, mesh, config.train.get("param_sharding", "replicated"))
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
-  return Run(config, family, dataset, mesh, phases, optimizers, shardings, abstract, keys)
+  return Run(config, family, dataset, mesh, phases, optimizers, shardings, abstract, keys,
+             num_seeds)
+
+
+def seed_keys(seed: int) -> dict:
+  """The independent key streams (init, train, sample, eval) of one seed."""
+  root = jax.random.key(seed)
+  return {name: jax.random.fold_in(root, tag) for name, tag in
+          (("init", INIT), ("train", TRAIN), ("sample", SAMPLE), ("eval", EVAL))}
+
+
+def _replicated(fn, num_seeds: int):
+  """fn itself, or fn vmapped over a leading replica axis of every argument (num_seeds > 1)."""
+  return fn if num_seeds == 1 else jax.vmap(fn)
 
 
 def _group(params, group):
@@ -108,8 +141,14 @@ def _initial_state(family, phases, optimizers, key):
 
 
 def init_state(run: Run):
-  return jax.jit(lambda k: _initial_state(run.family, run.phases, run.optimizers, k),
-                 out_shardings=run.state_shardings)(run.keys["init"])
+  init = _replicated(lambda k: _initial_state(run.family, run.phases, run.optimizers, k),
+                     run.num_seeds)
+  return jax.jit(init, out_shardings=run.state_shardings)(run.keys["init"])
+
+
+def current_step(state) -> int:
+  """The step of a (possibly replica-stacked) state as a Python int."""
+  return int(np.asarray(jax.device_get(state["step"])).reshape(-1)[0])
 
 
 def update_keys(train_key: jax.Array, step, draw) -> tuple[jax.Array, jax.Array]:
@@ -117,22 +156,44 @@ def update_keys(train_key: jax.Array, step, draw) -> tuple[jax.Array, jax.Array]
   return tuple(jax.random.split(jax.random.fold_in(jax.random.fold_in(train_key, step), draw)))
 
 
+def draws_per_step(run: Run) -> int:
+  """Batches one train step consumes (the sum of every phase's repeats)."""
+  return sum(p.repeats for p in run.phases)
+
+
 def make_train_step(run: Run):
-  """jit(state, key) -> (state, metrics): one train step (every phase, every repeat).
+  """jit(state, key[, batches]) -> (state, metrics): one train step (every phase, every repeat).
 
   Update d of step s draws its batch from data(fold_in(fold_in(key, s), d)) and its
-  loss noise from the same key, so the run is a function of (seed, step). The
-  state is donated; batches are laid out over the "data" mesh axis. After the
-  updates, family.after_step(params, step) (if defined) may refresh frozen groups
-  (e.g. an EMA target network); then the evaluation EMA is updated.
+  loss noise from the same key, so the run is a function of (seed, step). With a
+  host-data set (tfds + grain) the batches come in instead, as a dict of arrays
+  {"x", "y"} with a leading axis of draws_per_step(run), laid out over "data" on
+  their batch axis; the loss noise still comes from the key. Conditional families
+  get (x, labels) batches. The state is donated. After the updates,
+  family.after_step(params, step) (if defined) may refresh frozen groups (e.g. an
+  EMA target network); then the evaluation EMA is updated. With num_seeds > 1 the
+  step is vmapped over the replica axis of state and key (one compile for all
+  replicas; host batches are shared by the replicas).
   """
   config, family, phases = run.config, run.family, run.phases
   batch_size, decay = config.train.batch_size, config.ema_decay
   batch_layout = sharding_lib.batch_sharding(run.mesh)
   schedule = optim.learning_rate(config.optim, config.train.num_steps)
   offsets = [sum(p.repeats for p in phases[:i]) for i in range(len(phases))]
+  conditional = run.conditional
 
-  def step_fn(state, key):
+  def get_batch(batches, data_key, draw):
+    if batches is None:
+      if conditional:
+        x, y = run.dataset.sample_labeled(data_key, batch_size)
+        return (jax.lax.with_sharding_constraint(x, batch_layout),
+                jax.lax.with_sharding_constraint(y, batch_layout))
+      return jax.lax.with_sharding_constraint(run.dataset.sample(data_key, batch_size),
+                                              batch_layout)
+    x, y = batches["x"][draw], batches["y"][draw]
+    return (x, y) if conditional else x
+
+  def step_fn(state, key, batches):
     step = state["step"]
     params, opt_states, metrics, losses = state["params"], dict(state["opt_state"]), {}, []
     for phase, offset in zip(phases, offsets):
@@ -141,8 +202,7 @@ def make_train_step(run: Run):
       def update(carry, r, phase=phase, offset=offset, tx=tx):
         params, opt_state = carry
         data_key, loss_key = update_keys(key, step, offset + r)
-        batch = jax.lax.with_sharding_constraint(run.dataset.sample(data_key, batch_size),
-                                                 batch_layout)
+        batch = get_batch(batches, data_key, offset + r)
 
         def loss_fn(trained):
           full = trained if phase.group is None else {**params, phase.group: trained}
@@ -178,42 +238,83 @@ def make_train_step(run: Run):
     }
     return new_state, {**metrics, "lr": schedule(step)}
 
+  if run.num_seeds > 1:
+    step_fn = jax.vmap(step_fn, in_axes=(0, 0, None))
   replicated = sharding_lib.replicated(run.mesh)
-  return jax.jit(step_fn, in_shardings=(run.state_shardings, replicated),
+  if run.host_data:
+    return jax.jit(step_fn, in_shardings=(run.state_shardings, replicated,
+                                          host_batch_sharding(run.mesh)),
+                   out_shardings=(run.state_shardings, replicated), donate_argnums=0)
+  return jax.jit(lambda state, key: step_fn(state, key, None),
+                 in_shardings=(run.state_shardings, replicated),
                  out_shardings=(run.state_shardings, replicated), donate_argnums=0)
 
 
+def host_batch_sharding(mesh):
+  """(draws, batch, ...) host batches: the batch axis split over "data"."""
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, sharding_lib.DATA_AXIS))
+
+
+def global_batches(run: Run, local: dict) -> dict:
+  """Assemble this process's slice of every host batch into global jax Arrays."""
+  sharding = host_batch_sharding(run.mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+
+
+def data_iterator(run: Run, state: dict | None = None):
+  """The host-data iterator of the run (None for in-memory data), resumed from `state`."""
+  if not run.host_data:
+    return None
+  return run.dataset.train_iterator(
+      seed=run.config.seed, batch_size=run.config.train.batch_size,
+      draws_per_step=draws_per_step(run), process_index=jax.process_index(),
+      process_count=jax.process_count(), state=state)
+
+
 def restore_or_init(run: Run, manager):
-  """The latest checkpoint in the workdir, or a fresh state if there is none."""
+  """(state, resumed, data_state): the latest checkpoint in the workdir, or a fresh state."""
   if manager.latest_step() is not None:
     state, _ = checkpoint.restore(manager, run.abstract_state)
-    return state, True
-  return init_state(run), False
+    data_state = checkpoint.restore_data_state(manager) if run.host_data else None
+    return state, True, data_state
+  return init_state(run), False, None
 
 
-def sample(run: Run, params, n: int, *, seed_offset: int = 0, **sampler_options):
-  """Draw n samples from the family with the given params; returns (x, stats)."""
-  key = jax.random.fold_in(run.keys["sample"], seed_offset)
+def sample(run: Run, params, n: int, *, seed_offset: int = 0, replica: int = 0,
+           **sampler_options):
+  """Draw n samples from the family with the given (single-replica) params; returns (x, stats)."""
+  key = jax.random.fold_in(run.keys_of(replica)["sample"], seed_offset)
   return run.family.sample(params, key, n, **sampler_options)
 
 
+def replica_params(run: Run, params, i: int):
+  """Replica i's parameters (params itself when num_seeds == 1)."""
+  return params if run.num_seeds == 1 else jax.tree.map(lambda a: a[i], params)
+
+
 def _check_finite(state, manager) -> None:
-  bad = int(state["first_nonfinite"])
-  if bad >= 0:
+  first = np.asarray(jax.device_get(state["first_nonfinite"])).reshape(-1)
+  if np.any(first >= 0):
+    replica = int(np.argmax(first >= 0))
+    where = f" (replica {replica})" if first.size > 1 else ""
     last = manager.latest_step()
     raise NonFiniteLossError(
-        f"non-finite loss at step {bad}; training stopped. The last good checkpoint "
-        f"(step {last}) is kept in {manager.directory}")
+        f"non-finite loss at step {int(first[replica])}{where}; training stopped. The last good "
+        f"checkpoint (step {last}) is kept in {manager.directory}")
 
 
 def _plot(run: Run, workdir: str, samples, step: int) -> str | None:
-  """Scatter 2-D samples beside a fresh data draw into WORKDIR/samples_<step>.png."""
-  if tuple(run.dataset.shape) != (2,) or jax.process_index() != 0:
+  """Plot samples into WORKDIR/samples_<step>.png: 2-D scatter vs data, or an image grid."""
+  if jax.process_index() != 0:
     return None
-  ref = run.dataset.sample(jax.random.fold_in(run.keys["eval"], step), samples.shape[0])
   path = os.path.join(workdir, f"samples_{step:07d}.png")
-  return plotting.scatter_samples(path, samples, ref,
-                                  title=f"{run.config.family} on {run.config.data.name}, step {step}")
+  title = f"{run.config.family} on {run.config.data.name}, step {step}"
+  if tuple(run.dataset.shape) == (2,):
+    ref = run.dataset.sample(jax.random.fold_in(run.keys_of(0)["eval"], step), samples.shape[0])
+    return plotting.scatter_samples(path, samples, ref, title=title)
+  if len(run.dataset.shape) == 3 and hasattr(run.dataset, "to_unit"):
+    return plotting.image_grid(path, np.asarray(run.dataset.to_unit(samples[:64])), title=title)
+  return None
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -221,6 +322,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   Returns a summary dict (also written to WORKDIR/eval.json). If SIGTERM arrives,
   saves a checkpoint and returns {"status": "preempted", ...} without evaluating.
+  With config.num_seeds = n > 1, n replicas (seeds config.seed + i) train in one
+  vmapped step; every scalar metric is reported as the mean over replicas, with
+  `<metric>_std` and the per-replica values under "per_seed".
   """
   run = build(config)  # raises ValueError on a bad config before anything compiles
   os.makedirs(workdir, exist_ok=True)
@@ -232,28 +336,41 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = logs.MetricWriter(workdir, tensorboard=config.get("log", {}).get("tensorboard", False))
   preempted = checkpoint.PreemptionFlag()
   try:
-    state, resumed = restore_or_init(run, manager)
-    step = int(state["step"])
+    state, resumed, data_state = restore_or_init(run, manager)
+    data = data_iterator(run, data_state)
+    step = current_step(state)
     t0 = time.perf_counter()
-    train_step = make_train_step(run).lower(state, run.keys["train"]).compile()
+    args = (state, run.keys["train"])
+    if data is not None:
+      args += (jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+                            _host_batch_spec(run)),)
+    train_step = make_train_step(run).lower(*args).compile()
     compile_s = time.perf_counter() - t0
-    meta = {"family": config.family, "data": config.data.name}
+    meta = {"family": config.family, "data": config.data.name, "num_seeds": run.num_seeds}
     if step < tc.num_steps:
       writer.write(step, {}, event="resume" if resumed else "start", compile_s=compile_s,
                    num_devices=int(run.mesh.devices.size))
     progress = logs.Progress(step, tc.num_steps, enabled=config.get("log", {}).get("progress", True))
     pending, t_window, s_window = [], time.perf_counter(), step
     last_saved = manager.latest_step()
+
+    def save(force):
+      checkpoint.save(manager, step, state, meta, force=force,
+                      data_state=None if data is None else data.get_state())
+
     while step < tc.num_steps:
       if preempted:
         _check_finite(state, manager)
         if last_saved != step:
-          checkpoint.save(manager, step, state, meta, force=True)
+          save(force=True)
         manager.wait_until_finished()
         progress.close()
         writer.write(step, {}, event="preempted")
         return {"status": "preempted", "step": step}
-      state, metrics = train_step(state, run.keys["train"])
+      if data is None:
+        state, metrics = train_step(state, run.keys["train"])
+      else:
+        state, metrics = train_step(state, run.keys["train"], global_batches(run, next(data)))
       step += 1
       pending.append(metrics)
       if step % tc.log_every == 0 or step == tc.num_steps:
@@ -268,45 +385,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
         progress.update(step)
       if manager.should_save(step) or step == tc.num_steps:
         _check_finite(state, manager)
-        checkpoint.save(manager, step, state, meta, force=step == tc.num_steps)
+        save(force=step == tc.num_steps)
         last_saved = step
       if tc.get("plot_every", 0) and step % tc.plot_every == 0 and step < tc.num_steps:
-        _plot(run, workdir, sample(run, state["ema_params"], run.config.eval.plot_samples)[0], step)
+        params = replica_params(run, state["ema_params"], 0)
+        _plot(run, workdir, sample(run, params, run.config.eval.plot_samples)[0], step)
     manager.wait_until_finished()
     progress.close()
     _check_finite(state, manager)
-    return _evaluate(run, workdir, state, compile_s)
+    return evaluation.evaluate_run(run, workdir, state, compile_s)
   finally:
     preempted.restore_handlers()
     manager.close()
     writer.close()
 
 
-def _evaluate(run: Run, workdir: str, state, compile_s: float) -> dict:
-  config = run.config
-  step = int(state["step"])
-  n = config.eval.num_samples
-  t0 = time.perf_counter()
-  x, stats = sample(run, state["ema_params"], n)
-  x = jax.block_until_ready(x)
-  sample_s = time.perf_counter() - t0
-  summary = {"status": "done", "step": step, "num_samples": n, "sampler": config.sample.sampler,
-             "sample_seconds": sample_s, "train_compile_s": compile_s,
-             **{k: (float(v) if np.ndim(v) == 0 else v) for k, v in stats.items()}}
-  eval_key = jax.random.fold_in(run.keys["eval"], step)
-  if len(run.dataset.shape) == 1:
-    summary.update(evaluation.sample_quality(eval_key, x, run.dataset))
-  if hasattr(run.family, "evaluate"):  # family-specific metrics (held-out ELBO, mode coverage, ...)
-    summary.update(run.family.evaluate(state["ema_params"], jax.random.fold_in(eval_key, 1), run.dataset))
-  plot = _plot(run, workdir, x, step)
-  if plot:
-    summary["plot"] = plot
-  if hasattr(run.family, "figures") and jax.process_index() == 0:  # e.g. latent grids
-    summary["figures"] = run.family.figures(state["ema_params"], jax.random.fold_in(eval_key, 2),
-                                            workdir, step)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-      json.dump(summary, f, indent=2)
-    logs.MetricWriter(workdir).write(step, {f"eval/{k}": v for k, v in summary.items()
-                                            if isinstance(v, (int, float))}, event="eval")
-  return summary
+def _host_batch_spec(run: Run) -> dict:
+  """Abstract global host batches {"x", "y"} for lowering the train step."""
+  sharding = host_batch_sharding(run.mesh)
+  lead = (draws_per_step(run), run.config.train.batch_size)
+  return {"x": jax.ShapeDtypeStruct(lead + tuple(run.dataset.shape), jnp.float32, sharding=sharding),
+          "y": jax.ShapeDtypeStruct(lead, jnp.int32, sharding=sharding)}

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from experiments import sampling, trainer
+from experiments import evaluation, sampling, trainer
 from tests.experiments.helpers import assert_trees_equal
 
 CONFIGS = [
@@ -37,7 +37,7 @@ def _config(name, arg):
 @pytest.mark.parametrize("name, arg", CONFIGS, ids=[n for n, _ in CONFIGS])
 def test_family_resumes_bit_exactly(tmp_path, name, arg, monkeypatch):
   # skip the (slow, irrelevant here) end-of-run evaluation
-  monkeypatch.setattr(trainer, "_evaluate", lambda run, workdir, state, compile_s: {"status": "done"})
+  monkeypatch.setattr(evaluation, "evaluate_run", lambda run, workdir, state, compile_s: {"status": "done"})
   config = _config(name, arg)
   full = tmp_path / "full"
   trainer.train_and_evaluate(config, str(full))
