@@ -1,15 +1,46 @@
-"""Training data as pure functions of a key: `dataset.sample(key, n) -> (n, *shape)`.
+"""Training data: in-memory sets drawn by key inside jit, and tfds sets read on the host.
 
-Every batch is drawn from a key derived from (seed, step), so the data order is
-a function of (seed, step) and a resumed run sees exactly the batches an
-uninterrupted one would. Sampling runs inside the jitted train step.
+Two kinds of data set, one `make_dataset(data_config)` entry point.
 
-Datasets:
-- the 2-D toy distributions of research.data.toy (infinite, generated on device);
-- "digits" / "digits_binary": scikit-learn's 8x8 handwritten digits (ships with
-  scikit-learn, no download), pixels scaled to [0, 1] (or binarized at 0.5), shape
-  (8, 8, 1); train = the first 1500 images, test = the remaining 297. Training
-  batches draw indices uniformly with replacement from a per-step key.
+In-memory (toy points, scikit-learn digits): batches are pure functions of a key,
+`dataset.sample(key, n) -> (n, *shape)`, drawn inside the jitted train step from a
+key derived from (seed, step), so a resumed run sees exactly the batches an
+uninterrupted one would. Image sets (`ArrayDataset`) also give labels:
+`sample_labeled(key, n) -> (x, y)` uses the same indices as `sample` (so
+`sample(key, n) == sample_labeled(key, n)[0]`), and `heldout(key, n)` /
+`heldout_labeled(key, n)` are the first n of a key-dependent permutation of the
+test split. Training draws are uniform with replacement over the train split.
+
+Host data (tfds through `tfds.data_source` + grain, no TensorFlow; see
+experiments/data_tfds.py): `TfdsDataset.host_data = True` and
+`train_iterator(*, seed, batch_size, draws_per_step=1, process_index=0,
+process_count=1, state=None)` yields {"x": (draws_per_step, batch_size //
+process_count, H, W, C) float32, "y": (draws_per_step, batch_size // process_count)
+int32}, with `get_state()` for exact resume.
+
+| name          | source                                   | shape      | classes | train / test |
+|---------------|------------------------------------------|------------|---------|--------------|
+| ring8, ...    | research.data.toy (2-D, infinite)        | (2,)       | 0       | - / fresh draws |
+| digits        | sklearn 8x8 digits, pixel / 16           | (8, 8, 1)  | 10      | 1500 / 297   |
+| digits_binary | digits thresholded at 0.5 -> {0, 1}      | (8, 8, 1)  | 10      | 1500 / 297   |
+| digits16      | digits upsampled bilinearly to 16x16     | (16, 16, 1)| 10      | 1500 / 297   |
+| digits32      | digits upsampled bilinearly to 32x32     | (32, 32, 1)| 10      | 1500 / 297   |
+| digits_pad16  | digits zero-padded (4 px each side)      | (16, 16, 1)| 10      | 1500 / 297   |
+| mnist         | tfds mnist                               | (28, 28, 1)| 10      | 60000 / 10000|
+| fashion_mnist | tfds fashion_mnist                       | (28, 28, 1)| 10      | 60000 / 10000|
+| cifar10       | tfds cifar10                             | (32, 32, 3)| 10      | 50000 / 10000|
+| celeb_a       | tfds celeb_a, centre crop 140, resize 64 | (64, 64, 3)| 0       | 162770 / 19962 |
+
+The digits train split is the first 1500 images of scikit-learn's ordering, the
+test split the remaining 297, for every variant. Upsampling is bilinear
+(`jax.image.resize(..., "linear")`, half-pixel centres, edge weights renormalised),
+so every value is a convex combination of neighbouring pixels and stays in [0, 1].
+
+Pixel range (config.data.pixel_range, images only): "unit" (default) keeps
+pixels in [0, 1]: x = p / 255 (digits: p / 16); "symmetric" maps them to [-1, 1]:
+x = 2 u - 1, the range diffusion / flow / consistency / GAN image models train on
+(Ho et al. 2020, Sec. 3.3). `dataset.to_unit(x)` maps model-space images back to
+[0, 1] (clipped) for metrics and plots.
 """
 
 from __future__ import annotations
@@ -23,8 +54,31 @@ import numpy as np
 
 from research.data import toy
 
-DIGITS_NAMES = ("digits", "digits_binary")
+DIGITS_NAMES = ("digits", "digits_binary", "digits16", "digits32", "digits_pad16")
 DIGITS_NUM_TRAIN = 1500
+DIGITS_NUM_CLASSES = 10
+TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "celeb_a")
+PIXEL_RANGES = ("unit", "symmetric")
+
+
+def check_pixel_range(pixel_range: str) -> str:
+  """Return pixel_range if it is one of PIXEL_RANGES, else raise ValueError."""
+  if pixel_range not in PIXEL_RANGES:
+    raise ValueError(f"pixel_range must be one of {PIXEL_RANGES}, got {pixel_range!r}")
+  return pixel_range
+
+
+def from_unit(u, pixel_range: str):
+  """Map [0, 1] images to model space: u ("unit") or 2 u - 1 ("symmetric")."""
+  check_pixel_range(pixel_range)
+  return u if pixel_range == "unit" else 2.0 * u - 1.0
+
+
+def to_unit(x, pixel_range: str):
+  """Map model-space images back to [0, 1], clipped: x or (x + 1) / 2 ("symmetric")."""
+  check_pixel_range(pixel_range)
+  u = x if pixel_range == "unit" else (x + 1.0) / 2.0
+  return jnp.clip(u, 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,59 +86,120 @@ class ToyDataset:
   """A 2-D toy distribution from research.data.toy (infinite, generated on device)."""
   name: str
   shape: tuple = (2,)
+  num_classes: int = 0
 
   def sample(self, key: jax.Array, n: int) -> jax.Array:
+    """n i.i.d. points, a pure function of the key (jittable with n static)."""
     return toy.sample(self.name, key, n)
 
   def heldout(self, key: jax.Array, n: int) -> jax.Array:
+    """n fresh points (the distribution is infinite: held-out = another key)."""
     return self.sample(key, n)
 
 
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+  out = jax.image.resize(jnp.asarray(images), (images.shape[0], size, size, images.shape[-1]),
+                         method="linear")
+  return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
 @functools.cache
-def _digits(binary: bool):
+def _digits(variant: str) -> tuple[np.ndarray, np.ndarray]:
+  """(images in [0, 1], shape (1797, H, W, 1) float32; labels int32) of a digits variant."""
   from sklearn.datasets import load_digits  # ships its data: no download
   digits = load_digits()
   images = (digits.images / 16.0).astype(np.float32)[..., None]
-  if binary:
+  if variant == "digits_binary":
     images = (images >= 0.5).astype(np.float32)
+  elif variant == "digits16":
+    images = _resize(images, 16)
+  elif variant == "digits32":
+    images = _resize(images, 32)
+  elif variant == "digits_pad16":
+    images = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+  elif variant != "digits":
+    raise ValueError(f"variant must be one of {DIGITS_NAMES}, got {variant!r}")
   return images, digits.target.astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArrayDataset:
-  """A finite in-memory image set; batches are uniform draws (with replacement) from train."""
+  """A finite in-memory image set; batches are uniform draws (with replacement) from train.
+
+  `train` / `test` hold images in model space (see the module docstring's pixel
+  range); `num_classes` labels in [0, num_classes).
+  """
   name: str
   train: np.ndarray
   test: np.ndarray
   train_labels: np.ndarray
   test_labels: np.ndarray
+  pixel_range: str = "unit"
+  num_classes: int = DIGITS_NUM_CLASSES
+
+  def __post_init__(self):
+    check_pixel_range(self.pixel_range)
 
   @property
   def shape(self) -> tuple:
+    """Shape of one image, (H, W, C)."""
     return tuple(self.train.shape[1:])
 
+  def _train_indices(self, key: jax.Array, n: int) -> jax.Array:
+    return jax.random.randint(key, (n,), 0, self.train.shape[0])
+
   def sample(self, key: jax.Array, n: int) -> jax.Array:
-    idx = jax.random.randint(key, (n,), 0, self.train.shape[0])
-    return jnp.asarray(self.train)[idx]
+    """n training images drawn uniformly with replacement (jittable with n static)."""
+    return jnp.asarray(self.train)[self._train_indices(key, n)]
+
+  def sample_labeled(self, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """(images, int32 labels) at the same indices as sample(key, n)."""
+    idx = self._train_indices(key, n)
+    return jnp.asarray(self.train)[idx], jnp.asarray(self.train_labels, jnp.int32)[idx]
+
+  def _test_indices(self, key: jax.Array, n: int) -> jax.Array:
+    if n > self.test.shape[0]:
+      raise ValueError(f"n={n} exceeds the {self.test.shape[0]} held-out images of {self.name}")
+    return jax.random.permutation(key, self.test.shape[0])[:n]
 
   def heldout(self, key: jax.Array, n: int) -> jax.Array:
     """n held-out images (the first n of a key-dependent permutation of the test split)."""
-    if n > self.test.shape[0]:
-      raise ValueError(f"n={n} exceeds the {self.test.shape[0]} held-out images of {self.name}")
-    return jnp.asarray(self.test)[jax.random.permutation(key, self.test.shape[0])[:n]]
+    return jnp.asarray(self.test)[self._test_indices(key, n)]
+
+  def heldout_labeled(self, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """(images, int32 labels) of heldout(key, n)."""
+    idx = self._test_indices(key, n)
+    return jnp.asarray(self.test)[idx], jnp.asarray(self.test_labels, jnp.int32)[idx]
+
+  def to_unit(self, x):
+    """Model-space images -> [0, 1] (clipped), for metrics and plots."""
+    return to_unit(x, self.pixel_range)
 
 
 def dataset_names() -> tuple[str, ...]:
-  return tuple(toy.NAMES) + DIGITS_NAMES
+  """Every name make_dataset accepts."""
+  return tuple(toy.NAMES) + DIGITS_NAMES + TFDS_NAMES
 
 
 def make_dataset(data_config):
-  """The dataset named by config.data.name."""
+  """The dataset named by data_config.name.
+
+  Fields: name (see dataset_names()), pixel_range ("unit" | "symmetric", images
+  only, default "unit"), data_dir (tfds sets only; default tfds's own).
+  Nothing is read from disk here: tfds sources open on first use.
+  """
   name = data_config.name
+  pixel_range = check_pixel_range(data_config.get("pixel_range", "unit"))
   if name in toy.NAMES:
     return ToyDataset(name)
   if name in DIGITS_NAMES:
-    images, labels = _digits(binary=name == "digits_binary")
+    images, labels = _digits(name)
+    images = from_unit(images, pixel_range)
     return ArrayDataset(name, images[:DIGITS_NUM_TRAIN], images[DIGITS_NUM_TRAIN:],
-                        labels[:DIGITS_NUM_TRAIN], labels[DIGITS_NUM_TRAIN:])
+                        labels[:DIGITS_NUM_TRAIN], labels[DIGITS_NUM_TRAIN:],
+                        pixel_range=pixel_range)
+  if name in TFDS_NAMES:
+    from experiments import data_tfds  # tfds + grain only when asked for
+    return data_tfds.TfdsDataset(name, pixel_range=pixel_range,
+                                 data_dir=data_config.get("data_dir"))
   raise ValueError(f"config.data.name must be one of {dataset_names()}, got {name!r}")

@@ -335,6 +335,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                     async_save=tc.get("async_checkpoint", True))
   writer = logs.MetricWriter(workdir, tensorboard=config.get("log", {}).get("tensorboard", False))
   preempted = checkpoint.PreemptionFlag()
+  data = None
   try:
     state, resumed, data_state = restore_or_init(run, manager)
     data = data_iterator(run, data_state)
@@ -396,6 +397,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return evaluation.evaluate_run(run, workdir, state, compile_s)
   finally:
     preempted.restore_handlers()
+    if data is not None and hasattr(data, "close"):
+      data.close()  # stops the host pipeline's threads
     manager.close()
     writer.close()
 

@@ -1,8 +1,9 @@
 """Consistency models (Song et al. 2023; Song & Dhariwal 2023) as a trainer plug-in.
 
 Noise convention: EDM's VE form x_sigma = x0 + sigma z, sigma in [sigma_min,
-sigma_max] (research/diffusion/consistency.py). The network is a VelocityMLP
-F(c_in x, c_noise) inside f(x, s) = c_skip(s) x + c_out(s) F (f(x, smin) = x exactly).
+sigma_max] (research/diffusion/consistency.py). The network F (an MLP for points,
+a U-Net for images: config.model.kind, experiments/families/networks.py) sits
+inside f(x, s) = c_skip(s) x + c_out(s) F(c_in x, c_noise) (f(x, smin) = x exactly).
 
 Modes (config.consistency.mode):
   "ict"  improved consistency training: theta- = stop_gradient(theta), N(k) doubling
@@ -27,8 +28,13 @@ Sampling: CM Algorithm 1 with the trainer's EMA of "online"; num_steps = NFE
 defaults, research.diffusion.consistency.sample_sigmas; for cd snapped to the nearest
 level of its fixed training grid, since a CD model is fit only there: on ring8 a
 2-step tau of 2.52, between the grid levels 1.92 and 3.26, gave an energy distance
-of 0.0136 vs 0.0032-0.0033 at those two levels). Dropout: the MLP has none;
-a network with dropout would close one dropout key into both loss passes.
+of 0.0136 vs 0.0032-0.0033 at those two levels). Dropout (U-Net): one dropout
+key is closed into both loss passes, online and target, as in iCT.
+
+Class-conditional models (config.model.num_classes = K > 0; ict/ct only) train
+with label dropout to the null label K and sample with classifier-free guidance
+on the consistency function's output, f = f(x, s, null) + w (f(x, s, y) - f(x, s, null))
+(w = 1: plain conditional).
 """
 
 from __future__ import annotations
@@ -38,13 +44,13 @@ import os
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from experiments.data import make_dataset
+from experiments.families import networks
+from research.diffusion import guidance as guidance_lib
 from research.diffusion import consistency as cm
 from research.losses import consistency as losses
 from research.metrics import distances
-from research.nets.mlp import VelocityMLP, functional
 
 MODES = ("ict", "ct", "cd")
 
@@ -120,8 +126,12 @@ class Consistency:
                    or any(a <= b for a, b in zip(sigmas, sigmas[1:]))):
       raise ValueError(f"config.sample.sigmas must be decreasing levels in (0, sigma_max], "
                        f"got {sigmas}")
-    if any(h < 1 for h in config.model.hidden):
-      raise ValueError(f"config.model.hidden must be positive widths, got {config.model.hidden}")
+    if config.model.get("num_classes", 0) and c.mode == "cd":
+      raise ValueError("config.model.num_classes > 0 (class-conditional) is supported for "
+                       "config.consistency.mode 'ict' and 'ct', not 'cd'")
+    if not config.sample.get("guidance_scale", 1.0) >= 0:
+      raise ValueError(f"config.sample.guidance_scale must be >= 0, "
+                       f"got {config.sample.guidance_scale!r}")
 
   def __init__(self, config):
     self.config = config
@@ -132,10 +142,23 @@ class Consistency:
     self.dim = math.prod(self.data_shape)
     self.grid = dict(sigma_min=c.sigma_min, sigma_max=c.sigma_max, rho=c.rho)
     self.max_points = c.num_points if self.mode == "cd" else c.s1 + 1
-    _, self._apply = functional(self._module(jax.random.key(0)))
-    # One jitted sampler (retraced per number of steps / batch shape only).
-    self._multistep = jax.jit(lambda p, z, sigmas, key: cm.multistep_sample(
-        key, self.consistency_fn(p), z, sigmas, sigma_min=c.sigma_min))
+    networks.check_model_config(config.model, self.data_shape, family="consistency")
+    self.net = networks.make_network(config.model, self.data_shape,
+                                     time_scale=config.model.time_scale)
+    self.num_classes = self.net.num_classes
+    self.conditional = self.num_classes > 0
+
+    # One jitted sampler (retraced per number of steps / batch shape / guidance only).
+    def multistep(p, z, sigmas, key, labels, guidance_scale):
+      f = self.consistency_fn(p)
+      if labels is not None:
+        guided = guidance_lib.classifier_free_guidance(
+            lambda x, s, y: self.consistency_fn(p, y)(x, s), labels,
+            guidance_scale=guidance_scale, null_label=self.num_classes)
+        f = lambda x, s: guided(x, jnp.broadcast_to(s, x.shape[:1]))  # noqa: E731
+      return cm.multistep_sample(key, f, z, sigmas, sigma_min=c.sigma_min)
+
+    self._multistep = jax.jit(multistep, static_argnames=("guidance_scale",))
     self._denoiser = None
     if self.mode == "cd":
       self._denoiser, teacher_config = _teacher_denoiser(c.teacher_workdir)
@@ -144,23 +167,18 @@ class Consistency:
                          f"on {teacher_config.data.name!r}, not config.data.name="
                          f"{config.data.name!r}")
 
-  def _module(self, key):
-    m = self.config.model
-    return VelocityMLP(self.dim, tuple(m.hidden), time_dim=m.time_dim,
-                       time_scale=m.time_scale, rngs=nnx.Rngs(params=key))
-
   # -- parameters and the curriculum --------------------------------------------------
   def init(self, key: jax.Array):
-    online = functional(self._module(key))[0]
+    online = self.net.init(key)
     params = {"online": online, "counter": {"step": jnp.zeros((), jnp.float32)}}
     if self.mode in ("ct", "cd"):
       params["target"] = jax.tree.map(jnp.copy, online)
     return params
 
-  def consistency_fn(self, net_params):
+  def consistency_fn(self, net_params, y=None, dropout_key=None):
     c = self.config.consistency
-    return cm.consistency_fn(self._apply, net_params, sigma_data=c.sigma_data,
-                             sigma_min=c.sigma_min)
+    apply = lambda p, x, c_noise: self.net.apply(p, x, c_noise, y, dropout_key=dropout_key)  # noqa: E731
+    return cm.consistency_fn(apply, net_params, sigma_data=c.sigma_data, sigma_min=c.sigma_min)
 
   def num_points(self, step):
     """N(k) at curriculum step k (traced ok)."""
@@ -182,9 +200,17 @@ class Consistency:
 
   # -- training ---------------------------------------------------------------------
   def loss(self, params, batch, key):
-    c = self.config.consistency
-    f_online = self.consistency_fn(params["online"])
-    f_target = f_online if self.mode == "ict" else self.consistency_fn(params["target"])
+    c, m = self.config.consistency, self.config.model
+    y = dropout_key = None
+    if self.conditional:
+      batch, y = batch
+      y = networks.drop_labels(jax.random.fold_in(key, 1), y, self.num_classes,
+                               m.get("label_dropout", 0.0))
+    if m.get("dropout", 0.0) > 0:
+      dropout_key = jax.random.fold_in(key, 2)
+    f_online = self.consistency_fn(params["online"], y, dropout_key)
+    f_target = (f_online if self.mode == "ict"
+                else self.consistency_fn(params["target"], y, dropout_key))
     step = params["counter"]["step"]
     options = dict(num_points=self.num_points(step), max_points=self.max_points, **self.grid,
                    index_distribution=c.index_distribution, distance=c.distance,
@@ -224,8 +250,24 @@ class Consistency:
     return sigmas
 
   def sample(self, params, key, n: int, *, sampler: str | None = None,
-             num_steps: int | None = None, sigmas=None):
-    """CM Algorithm 1 from z ~ N(0, I) at tau_0 = sigma_max; returns (x0, {"nfe": num_steps})."""
+             num_steps: int | None = None, sigmas=None, labels=None,
+             guidance_scale: float | None = None):
+    """CM Algorithm 1 from z ~ N(0, I) at tau_0 = sigma_max; returns (x0, {"nfe": num_steps}).
+
+    Conditional models: `labels` (n,) (default 0, 1, ..., K-1, 0, ...) and the
+    guidance scale w (default config.sample.guidance_scale).
+    """
+    w = 1.0
+    if self.conditional:
+      labels = networks.default_labels(n, self.num_classes) if labels is None else labels
+      labels = jnp.asarray(labels, jnp.int32)
+      w = float(self.config.sample.get("guidance_scale", 1.0) if guidance_scale is None
+                else guidance_scale)
+      if w < 0:
+        raise ValueError(f"guidance_scale must be >= 0, got {w}")
+    elif labels is not None or guidance_scale is not None:
+      raise ValueError("labels / guidance_scale need a class-conditional model "
+                       "(config.model.num_classes > 0)")
     if sampler not in (None, "consistency"):
       raise ValueError(f"sampler must be 'consistency' for the consistency family, got {sampler!r}")
     num_steps = num_steps or self.config.sample.num_steps
@@ -234,7 +276,7 @@ class Consistency:
       raise ValueError(f"sigmas must have shape ({num_steps},), got {sigmas.shape}")
     k_z, k_steps = jax.random.split(key)
     z = jax.random.normal(k_z, (n, *self.data_shape), jnp.float32)
-    x = self._multistep(params["online"], z, sigmas, k_steps)
+    x = self._multistep(params["online"], z, sigmas, k_steps, labels, w)
     return x, {"nfe": num_steps}
 
   def evaluate(self, params, key, dataset) -> dict:

@@ -4,7 +4,8 @@ Time convention: continuous t in [0, 1], t = 1 is noise, x_t = alpha(t) x0 +
 sigma(t) eps (research/diffusion/schedules.py); discrete DDPM schedules are
 wrapped as continuous time, t_n = (n + 1)/T.
 
-The network is a VelocityMLP f(x_in, tau) whose output is the prediction of type
+The network (experiments/families/networks.py: an MLP for points, a U-Net for
+images, config.model.kind) f(x_in, tau[, y]) outputs the prediction of type
 config.diffusion.prediction ("eps", "x0", "v" or "score"):
 
 * time input tau = schedule.model_time(t): the DDPM index T t - 1 in [0, T - 1]
@@ -16,6 +17,13 @@ config.diffusion.prediction ("eps", "x0", "v" or "score"):
 * for "score", model_fn returns f / sigma (Song & Ermon 2020, "Improved
   techniques", the noise-conditional score scaled by 1/sigma); the other
   predictions are f itself.
+
+Class-conditional models (config.model.num_classes = K > 0, U-Net only) train on
+(x, y) batches with each label replaced by the null label K with probability
+config.model.label_dropout, and sample with classifier-free guidance (Ho &
+Salimans 2022) at config.sample.guidance_scale (or the `guidance_scale`
+argument): out = out_null + w (out_y - out_null); w = 1 is the plain
+conditional model.
 
 Training: research.losses.diffusion.diffusion_loss. Sampling: x_T =
 sqrt(alpha(1)^2 + sigma(1)^2) z, z ~ N(0, I) (N(0, I) for VP, ~N(0, sigma_max^2 I)
@@ -30,13 +38,13 @@ import math
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from experiments.data import make_dataset
+from experiments.families import networks
+from research.diffusion import guidance as guidance_lib
 from research.diffusion import parameterization, samplers
 from research.diffusion import schedules as schedules_lib
 from research.losses import diffusion as diffusion_loss_lib
-from research.nets.mlp import VelocityMLP, functional
 
 # config.diffusion.schedule -> a Schedule (num_train_steps T for the discrete ones).
 SCHEDULES = {
@@ -99,28 +107,29 @@ class Diffusion:
     except (ValueError, TypeError) as e:
       raise ValueError(f"config.sample.options {options} are invalid for sampler "
                        f"{s.sampler!r}: {e}") from None
-    if not config.model.hidden or any(h < 1 for h in config.model.hidden):
-      raise ValueError(f"config.model.hidden must be positive widths, got {config.model.hidden}")
+    if not s.get("guidance_scale", 1.0) >= 0:
+      raise ValueError(f"config.sample.guidance_scale must be >= 0, got {s.guidance_scale!r}")
 
   def __init__(self, config):
     self.config = config
     self.data_shape = tuple(make_dataset(config.data).shape)
     self.dim = math.prod(self.data_shape)
+    networks.check_model_config(config.model, self.data_shape, family="diffusion")
     self.schedule = make_schedule(config.diffusion)
     self.prediction = config.diffusion.prediction
-    _, self._apply = functional(self._module(jax.random.key(0)))
-
-  def _module(self, key):
-    m = self.config.model
-    return VelocityMLP(self.dim, tuple(m.hidden), time_dim=m.time_dim,
-                       time_scale=1.0 if self.schedule.is_discrete else 1000.0,
-                       rngs=nnx.Rngs(params=key))
+    self.net = networks.make_network(config.model, self.data_shape,
+                                     time_scale=1.0 if self.schedule.is_discrete else 1000.0)
+    self.num_classes = self.net.num_classes
+    self.conditional = self.num_classes > 0
 
   def init(self, key: jax.Array):
-    return functional(self._module(key))[0]
+    return self.net.init(key)
 
-  def model_fn(self, params):
-    """model_fn(x, t) -> prediction of type config.diffusion.prediction; t continuous, (batch,)."""
+  def model_fn(self, params, y=None, dropout_key=None):
+    """model_fn(x, t) -> prediction of type config.diffusion.prediction; t continuous, (batch,).
+
+    y: labels (batch,) for a conditional model (the null label K for unconditional output).
+    """
     schedule, prediction = self.schedule, self.prediction
 
     def fn(x, t):
@@ -128,8 +137,7 @@ class Diffusion:
       x_in = x
       if not schedule.is_vp:
         x_in = x * jax.lax.rsqrt(1.0 + schedule.sigma(t) ** 2).reshape((-1,) + (1,) * (x.ndim - 1))
-      out = self._apply(params, x_in.reshape(x.shape[0], -1), schedule.model_time(t))
-      out = out.reshape(x.shape)
+      out = self.net.apply(params, x_in, schedule.model_time(t), y, dropout_key=dropout_key)
       if prediction == "score":
         out = out / schedule.sigma(t).reshape((-1,) + (1,) * (x.ndim - 1))
       return out
@@ -137,9 +145,16 @@ class Diffusion:
     return fn
 
   def loss(self, params, batch, key):
-    d = self.config.diffusion
+    d, m = self.config.diffusion, self.config.model
+    y = dropout_key = None
+    if self.conditional:
+      batch, y = batch
+      y = networks.drop_labels(jax.random.fold_in(key, 1), y, self.num_classes,
+                               m.get("label_dropout", 0.0))
+    if m.get("dropout", 0.0) > 0:
+      dropout_key = jax.random.fold_in(key, 2)
     return diffusion_loss_lib.diffusion_loss(
-        self.model_fn(params), key, batch, self.schedule, prediction=d.prediction,
+        self.model_fn(params, y, dropout_key), key, batch, self.schedule, prediction=d.prediction,
         weighting=d.weighting, t_sampler=d.t_sampler, min_snr_gamma=d.min_snr_gamma)
 
   def _options(self, sampler):
@@ -148,13 +163,20 @@ class Diffusion:
       return {}
     return {k: _hashable(v) for k, v in dict(self.config.sample.get("options", {})).items()}
 
-  @functools.partial(jax.jit, static_argnames=("self", "n", "sampler", "num_steps", "options"))
-  def _sample(self, params, key, n, sampler, num_steps, options):
+  @functools.partial(jax.jit, static_argnames=("self", "n", "sampler", "num_steps", "options",
+                                                "guidance_scale"))
+  def _sample(self, params, key, n, sampler, num_steps, options, labels=None, guidance_scale=1.0):
     k_prior, k_sampler = jax.random.split(key)
     t_max = jnp.float32(self.schedule.t_max)
     scale = jnp.sqrt(self.schedule.alpha(t_max) ** 2 + self.schedule.sigma(t_max) ** 2)
     x_T = scale * jax.random.normal(k_prior, (n, *self.data_shape), jnp.float32)
-    model_fn, prediction = self.model_fn(params), self.prediction
+    prediction = self.prediction
+    if labels is None:
+      model_fn = self.model_fn(params)
+    else:
+      model_fn = guidance_lib.classifier_free_guidance(
+          lambda x, t, y: self.model_fn(params, y)(x, t), labels,
+          guidance_scale=guidance_scale, null_label=self.num_classes)
     need = _REQUIRED_PREDICTION.get(sampler)
     if need is not None and need != prediction:
       native = model_fn
@@ -169,13 +191,33 @@ class Diffusion:
                                  prediction=prediction, **dict(options))
 
   def sample(self, params, key, n: int, *, sampler: str | None = None,
-             num_steps: int | None = None):
-    """Draw n samples with `sampler` (default config.sample.sampler); returns (x, {"nfe": ...})."""
+             num_steps: int | None = None, labels=None, guidance_scale: float | None = None):
+    """Draw n samples with `sampler` (default config.sample.sampler); returns (x, {"nfe": ...}).
+
+    Conditional models: `labels` (n,) (default 0, 1, ..., K-1, 0, ...) and
+    classifier-free guidance scale w (default config.sample.guidance_scale).
+    """
     sampler = sampler or self.config.sample.sampler
     num_steps = num_steps or self.config.sample.num_steps
     if sampler not in samplers.NAMES:
       raise ValueError(f"sampler must be one of {tuple(samplers.NAMES)}, got {sampler!r}")
     options = self._options(sampler)
-    x = self._sample(params, key, int(n), sampler, int(num_steps), tuple(sorted(options.items())))
+    w = 1.0
+    if self.conditional:
+      labels = networks.default_labels(n, self.num_classes) if labels is None else labels
+      labels = jnp.asarray(labels, jnp.int32)
+      if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+      w = float(self.config.sample.get("guidance_scale", 1.0) if guidance_scale is None
+                else guidance_scale)
+      if w < 0:
+        raise ValueError(f"guidance_scale must be >= 0, got {w}")
+    elif labels is not None or guidance_scale is not None:
+      raise ValueError("labels / guidance_scale need a class-conditional model "
+                       "(config.model.num_classes > 0)")
+    x = self._sample(params, key, int(n), sampler, int(num_steps), tuple(sorted(options.items())),
+                     labels, w)
     prediction = _REQUIRED_PREDICTION.get(sampler, self.prediction)
-    return x, {"nfe": samplers.nfe(sampler, num_steps, prediction=prediction, **options)}
+    nfe = samplers.nfe(sampler, num_steps, prediction=prediction, **options)
+    passes = 1 if not self.conditional or w in (0.0, 1.0) else 2
+    return x, {"nfe": nfe, "network_passes_per_example": nfe * passes}
