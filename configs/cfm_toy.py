@@ -5,7 +5,7 @@ Arguments: dataset (research.data.toy names), path (icfm | lipman | vp),
 coupling (independent | ot), sigma, steps, batch, runlocal (a few steps, for tests).
 """
 
-from configs.common import base_config, parse_arg
+from configs.common import base_config, parse_arg, product, sweep_arg
 import ml_collections
 
 
@@ -35,3 +35,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.hidden = (32, 32)
     c.eval.num_samples = 200
   return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """Ablation: coupling (independent vs minibatch OT) x learning rate, 3 seeds per point.
+
+  python -m launch.sweep --config=configs/cfm_toy.py --workdir=ROOT; the seeds train as one
+  vmapped program (config.num_seeds). runlocal=true: 2 learning rates, 2 seeds.
+  """
+  a = sweep_arg(arg, runlocal=False)
+  if a.runlocal:
+    return product(("optim.lr", [1e-3, 3e-3]), ("num_seeds", [2]))
+  return product(("flow.coupling", ["independent", "ot"]), ("optim.lr", [5e-4, 2e-3, 8e-3]),
+                 ("num_seeds", [3]))

@@ -1,6 +1,8 @@
-"""Shared config pieces: the `:key=value,...` argument parser and the base fields."""
+"""Shared config pieces: the `:key=value,...` argument parser, the base fields, sweep axes."""
 
 from __future__ import annotations
+
+import itertools
 
 import ml_collections
 
@@ -54,3 +56,74 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict({"num_samples": 1000, "plot_samples": 2000})
   c.log = ml_collections.ConfigDict({"tensorboard": False, "progress": True})
   return c
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps: get_sweep(arg) -> list of override dicts {"dotted.key": value}, built from axes.
+# An axis is ("dotted.key", [values]), a dict {"key": [values], ...} (one axis per item), or a
+# list of override dicts (e.g. the result of another product / zip_).
+
+
+def _axes(axes, caller: str) -> list[list[dict]]:
+  """Every axis as a list of override dicts."""
+  out = []
+  for axis in axes:
+    if isinstance(axis, dict):
+      out.extend(_axes(list(axis.items()), caller))
+    elif isinstance(axis, tuple) and len(axis) == 2 and isinstance(axis[0], str):
+      key, values = axis
+      if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{caller}: axis {key!r} needs a list of values, got {values!r}")
+      values = list(values)
+      if not values:
+        raise ValueError(f"{caller}: axis {key!r} has no values")
+      out.append([{key: v} for v in values])
+    elif isinstance(axis, list) and axis and all(isinstance(p, dict) for p in axis):
+      out.append([dict(p) for p in axis])
+    else:
+      raise ValueError(f"{caller}: an axis must be (key, values), a dict {{key: values}} or a "
+                       f"non-empty list of override dicts, got {axis!r}")
+  return out
+
+
+def _merge(points: tuple[dict, ...], caller: str) -> dict:
+  merged = {}
+  for point in points:
+    for key, value in point.items():
+      if key in merged:
+        raise ValueError(f"{caller}: key {key!r} appears in more than one axis")
+      merged[key] = value
+  return merged
+
+
+def product(*axes) -> list[dict]:
+  """All combinations of the axes (the last axis varies fastest, as itertools.product).
+
+  product(("optim.lr", [1e-3, 3e-3]), ("seed", [0, 1])) ->
+  [{"optim.lr": 1e-3, "seed": 0}, {"optim.lr": 1e-3, "seed": 1}, {"optim.lr": 3e-3, ...}, ...]
+  """
+  return [_merge(combo, "product") for combo in itertools.product(*_axes(axes, "product"))]
+
+
+def zip_(*axes) -> list[dict]:
+  """The axes walked together (all must have the same length).
+
+  zip_(("gan.loss", ["non_saturating", "wgan_gp"]), ("gan.n_critic", [1, 5])) ->
+  [{"gan.loss": "non_saturating", "gan.n_critic": 1}, {"gan.loss": "wgan_gp", "gan.n_critic": 5}]
+  """
+  lists = _axes(axes, "zip_")
+  lengths = [len(a) for a in lists]
+  if len(set(lengths)) > 1:
+    raise ValueError(f"zip_: axes must have equal lengths, got {lengths}")
+  return [_merge(points, "zip_") for points in zip(*lists)]
+
+
+def sweep_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parse the config argument inside get_sweep: parse_arg's syntax and typing, other keys ignored.
+
+  get_config and get_sweep receive the same "k1=v1,k2=v2" string; get_config checks every
+  key, get_sweep reads the few it cares about (e.g. runlocal) and skips the rest.
+  """
+  items = filter(None, (arg or "").split(","))
+  mine = ",".join(item for item in items if item.partition("=")[0] in defaults or "=" not in item)
+  return parse_arg(mine, **defaults)

@@ -13,7 +13,7 @@ ancestral sampler over all 1000 steps. Fast alternatives at launch.sample time:
 `--sampler=dpm_solver++ --num_steps=10` (or 25), `--sampler=ddim --num_steps=50`.
 """
 
-from configs.common import base_config, parse_arg
+from configs.common import base_config, parse_arg, product, sweep_arg
 import ml_collections
 
 
@@ -47,3 +47,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.hidden = (32, 32)
     c.eval.num_samples = 200
   return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """Ablation: prediction target (eps | v | x0) x noise schedule (linear | cosine), 3 seeds each.
+
+  Seeds train as one vmapped program (config.num_seeds). runlocal=true: eps vs v, 1 seed.
+  """
+  a = sweep_arg(arg, runlocal=False)
+  if a.runlocal:
+    return product(("diffusion.prediction", ["eps", "v"]))
+  return product(("diffusion.prediction", ["eps", "v", "x0"]),
+                 ("diffusion.schedule", ["linear", "cosine"]), ("num_seeds", [3]))

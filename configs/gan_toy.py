@@ -11,7 +11,7 @@ Optimizers: config.optim is the generator's, config.optim_critic the critic's
 For the WGAN-GP setting of Gulrajani et al. 2017 use configs/wgan_gp_toy.py.
 """
 
-from configs.common import base_config, parse_arg
+from configs.common import base_config, parse_arg, product, sweep_arg, zip_
 import ml_collections
 
 
@@ -63,3 +63,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 lr=1e-3, critic_lr=1e-3, b1=0.5, b2=0.999, steps=3000, batch=256,
                 plot_every=1000, runlocal=False)
   return build(a)
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """Mode coverage: (non-saturating GAN, n_critic 1) vs (WGAN-GP, n_critic 5) on ring8 and grid25.
+
+  The loss and its critic schedule move together (a zip), crossed with the data set and
+  3 seeds each (config.num_seeds). runlocal=true: both losses on ring8, 1 seed.
+  """
+  a = sweep_arg(arg, runlocal=False)
+  losses = zip_(("gan.loss", ["non_saturating", "wgan_gp"]), ("gan.n_critic", [1, 5]))
+  if a.runlocal:
+    return losses
+  return product(losses, ("data.name", ["ring8", "grid25"]), ("num_seeds", [3]))

@@ -9,7 +9,7 @@ width, two layers), steps, batch, runlocal (a few steps, for tests).
 About a minute on 2 CPU cores at the defaults (4000 steps of batch 128).
 """
 
-from configs.common import base_config, parse_arg
+from configs.common import base_config, parse_arg, product, sweep_arg
 import ml_collections
 
 
@@ -55,3 +55,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.vae.nll_chunk = 50
     c.eval.num_samples = 64
   return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """beta-VAE: beta in {0.25, 0.5, 1, 2, 4, 8}, 3 seeds each (one vmapped program per beta).
+
+  Collect with --metric=<a held-out ELBO key of eval.json> --x=vae.beta. runlocal=true: 2 betas.
+  """
+  a = sweep_arg(arg, runlocal=False)
+  if a.runlocal:
+    return product(("vae.beta", [0.5, 2.0]))
+  return product(("vae.beta", [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]), ("num_seeds", [3]))

@@ -2,8 +2,8 @@
 
 `train_digits_classifier` fits research.nets.classifier.DigitsClassifier on the
 1500-image train split of scikit-learn's digits (experiments/data.py) with
-Adam-W, a cosine learning-rate decay and random shifts of up to one pixel,
-reports accuracy on the 297 held-out test digits, and writes
+Adam-W, a cosine learning-rate decay, label smoothing 0.1 and random shifts of
+up to one pixel (without the shifts held-out accuracy drops to ~93%), reports accuracy on the 297 held-out test digits, and writes
 `<out_path>.npz` (parameters, flattened dotted keys) and `<out_path>.json`
 (architecture, training settings and accuracies, no dates). The committed
 checkpoint assets/digits_classifier.{npz,json} was made by
@@ -22,7 +22,6 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
 
@@ -101,7 +100,8 @@ def train_digits_classifier(seed: int = 0, steps: int = 4000, out_path: str | No
 
   model = DigitsClassifier(10, channels, feature_dim, rngs=nnx.Rngs(seed))
   params, logits_fn, _ = functional_classifier(model)
-  optimizer = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=weight_decay)
+  optimizer = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps),
+                          weight_decay=weight_decay)
   opt_state = optimizer.init(params)
   data_key = jax.random.fold_in(jax.random.key(seed), 1)
 
@@ -173,8 +173,9 @@ def _load_cached(base: str, stamp):
   if meta.get("format") != FORMAT:
     raise ValueError(f"{json_path!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
   params = params_npz.load_params_npz(base + ".npz")
-  model = DigitsClassifier(int(meta["num_classes"]), tuple(meta["channels"]),
-                           int(meta["feature_dim"]), rngs=nnx.Rngs(0))
+  model = nnx.eval_shape(lambda: DigitsClassifier(  # structure only: no weights initialised
+      int(meta["num_classes"]), tuple(meta["channels"]), int(meta["feature_dim"]),
+      rngs=nnx.Rngs(0)))
   expected, logits_fn, features_fn = functional_classifier(model)
   params_npz.check_params_match(params, expected, what=f"parameters in {base + '.npz'!r}")
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)

@@ -17,8 +17,7 @@ __all__ = ["flatten_params", "unflatten_params", "save_params_npz", "load_params
            "check_params_match"]
 
 
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
-  """Nested dict of arrays -> {"a.b.c": np.ndarray}. Keys may not contain '.'."""
+def _flatten(params, prefix):
   if not isinstance(params, Mapping):
     raise ValueError(f"params must be a nested dict of arrays, got {type(params).__name__}")
   flat = {}
@@ -28,10 +27,15 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, np.
       raise ValueError(f"params keys must be non-empty and contain no '.', got {key!r}")
     name = f"{prefix}{key}"
     if isinstance(value, Mapping):
-      flat.update(flatten_params(value, prefix=f"{name}."))
+      flat.update(_flatten(value, f"{name}."))
     else:
-      flat[name] = np.asarray(value)
+      flat[name] = value
   return flat
+
+
+def flatten_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """Nested dict of arrays -> {"a.b.c": np.ndarray}. Keys may not contain '.'."""
+  return {name: np.asarray(value) for name, value in _flatten(params, "").items()}
 
 
 def unflatten_params(flat: Mapping[str, Any]) -> dict:
@@ -72,8 +76,8 @@ def load_params_npz(path: str) -> dict:
 def check_params_match(params: Mapping[str, Any], expected: Mapping[str, Any], *,
                        what: str = "params") -> None:
   """Raise ValueError listing missing, unexpected and mis-shaped keys of params vs expected."""
-  got = {k: np.shape(v) for k, v in flatten_params(params).items()}
-  want = {k: np.shape(v) for k, v in flatten_params(expected).items()}
+  got = {k: tuple(np.shape(v)) for k, v in _flatten(params, "").items()}
+  want = {k: tuple(v.shape) for k, v in _flatten(expected, "").items()}  # or ShapeDtypeStructs
   missing = sorted(set(want) - set(got))
   unexpected = sorted(set(got) - set(want))
   wrong = sorted(f"{k}: {got[k]} (expected {want[k]})" for k in set(got) & set(want)

@@ -282,12 +282,12 @@ class _Process:
 class _Job:
   """A point running as a submitit job (the command's output goes to the point's log.txt)."""
 
-  def __init__(self, executor, command, log_path):
+  def __init__(self, executor, command, log_path, env):
     import submitit
     shell = f"cd {shlex.quote(REPO)} && exec {shlex.join(command)} >> {shlex.quote(log_path)} 2>&1"
     self._log_path = log_path
     self._job = executor.submit(submitit.helpers.CommandFunction(["bash", "-c", shell],
-                                                                 verbose=False))
+                                                                 verbose=False, env=env))
 
   def poll(self) -> int | None:
     if not self._job.done():
@@ -335,8 +335,9 @@ def run(sweep: Sweep, root: str, *, executor: str = "local", parallel: int = 1,
         grace_s: float = 60.0) -> list[Outcome]:
   """Run every point not yet done into ROOT/<point>/; returns one Outcome per point.
 
-  parallel: points at a time (0: all at once). env: the environment of each train process
-  (default: this one's). echo(str), if given, receives a line per start / finish. On
+  parallel: points at a time (0: all at once); with several local processes at once, GPU
+  memory is not preallocated (XLA_PYTHON_CLIENT_PREALLOCATE=false unless env sets it). env:
+  the environment of each train process (default: this one's). echo(str), if given, receives a line per start / finish. On
   KeyboardInterrupt the running points get SIGTERM (they checkpoint; a rerun resumes them).
   """
   if not (_is_int(parallel) and parallel >= 0):
@@ -346,6 +347,8 @@ def run(sweep: Sweep, root: str, *, executor: str = "local", parallel: int = 1,
   write_manifest(sweep, root)
   say = echo or (lambda line: None)
   env = dict(os.environ if env is None else env)
+  if backend is None and parallel != 1:  # several JAX processes share the accelerator
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   outcomes, queue = {}, []
   for point in sweep.points:
     workdir = os.path.join(root, point.name)
@@ -369,7 +372,8 @@ def run(sweep: Sweep, root: str, *, executor: str = "local", parallel: int = 1,
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
         with open(log, "a") as f:
           f.write(f"[sweep] {stamp} launch ({state}): {shlex.join(command)}\n")
-        handle = (_Process(command, log, env) if backend is None else _Job(backend, command, log))
+        handle = (_Process(command, log, env) if backend is None
+                  else _Job(backend, command, log, env))
         running[point.index] = (point, state, handle, time.perf_counter())
         say(f"start {point.name}" + (" (resuming)" if state == "partial" else ""))
       for index, (point, state, handle, t0) in list(running.items()):

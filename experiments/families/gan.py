@@ -9,11 +9,26 @@ Loss variants (config.gan.loss, research/losses/gan.py): "minimax" and
 "non_saturating" (Goodfellow et al. 2014), "wgan" (Arjovsky et al. 2017) and
 "wgan_gp" (Gulrajani et al. 2017, lambda = config.gan.gp_lambda).
 
+Networks (config.model.kind):
+  "mlp" (default): research/nets/gan_mlp.py's Generator / Critic on flattened
+    examples (config.model.generator_hidden, critic_hidden, *_activation);
+  "dcgan": research/nets/dcgan.py's DCGANGenerator / DCGANCritic (Radford et al.
+    2016) on (H, W, C) images, width config.model.channels, normalisation
+    config.model.generator_norm / critic_norm ("layer" | "none"; WGAN-GP critics
+    use "none", Gulrajani et al. 2017, Sec. 4). The generator ends in tanh, so the
+    data must be in the symmetric pixel range [-1, 1] (config.data.pixel_range).
+    config.model.num_classes = K > 0 makes both players class-conditional (label
+    embedding in G, projection critic, Miyato & Koyama 2018): the trainer then
+    passes (x, y) batches, fakes in a critic or generator update are drawn for the
+    real batch's labels y (so classes keep the data's frequencies), and `sample`
+    takes `labels` (default 0, 1, ..., K-1, 0, ...).
+
 Samples are G(z), z ~ N(0, I_latent_dim): one network evaluation (nfe = 1). The
 trainer evaluates the EMA of the parameters (config.ema_decay; only the
 generator's EMA matters). On the Gaussian-mixture toy sets (ring8, grid25)
 `evaluate` adds mode coverage (research/metrics/modes.py) and `figures` draws
-the samples coloured by their nearest mode.
+the samples coloured by their nearest mode; on images the trainer's evaluation
+adds Fréchet distance / precision / recall (experiments/evaluation.py) itself.
 """
 
 from __future__ import annotations
@@ -30,8 +45,11 @@ from experiments.data import make_dataset
 from research.data import toy
 from research.losses import gan as gan_losses
 from research.metrics import modes
+from research.nets import dcgan
 from research.nets.gan_mlp import ACTIVATIONS, Critic, Generator
 from research.nets.mlp import functional
+
+KINDS = ("mlp", "dcgan")
 
 
 def _positive_widths(config, field):
@@ -39,6 +57,39 @@ def _positive_widths(config, field):
   if not widths or any((not isinstance(h, int)) or h < 1 for h in widths):
     raise ValueError(f"config.model.{field} must be a non-empty list of positive widths, "
                      f"got {widths}")
+
+
+def _check_dcgan(config) -> None:
+  """config.model for kind "dcgan": images in [-1, 1], a valid width / norm / class count."""
+  m = config.model
+  dataset = make_dataset(config.data)
+  shape = tuple(dataset.shape)
+  if len(shape) != 3:
+    raise ValueError(f"config.model.kind='dcgan' needs (H, W, C) images, but config.data.name="
+                     f"{config.data.name!r} gives examples of shape {shape}")
+  try:
+    dcgan.seed_shape(shape)
+  except ValueError as e:
+    raise ValueError(f"config.data.name={config.data.name!r}: {e}") from None
+  pixel_range = config.data.get("pixel_range", "unit")
+  if pixel_range != "symmetric":
+    raise ValueError(f"config.data.pixel_range must be 'symmetric' for config.model.kind='dcgan' "
+                     f"(the generator ends in tanh, images in [-1, 1]), got {pixel_range!r}")
+  for field in ("channels", "critic_channels"):
+    if field == "channels" or field in m:
+      value = m.get(field)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"config.model.{field} must be an integer >= 1, got {value!r}")
+  for field, default in (("generator_norm", "layer"), ("critic_norm", "none")):
+    if m.get(field, default) not in dcgan.NORMS:
+      raise ValueError(f"config.model.{field} must be one of {dcgan.NORMS}, got {m.get(field)!r}")
+  num_classes = m.get("num_classes", 0)
+  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+    raise ValueError(f"config.model.num_classes must be an integer >= 0, got {num_classes!r}")
+  available = int(getattr(dataset, "num_classes", 0))
+  if num_classes and num_classes != available:
+    raise ValueError(f"config.model.num_classes={num_classes} must equal the {available} classes "
+                     f"of config.data.name={config.data.name!r} (0: unconditional)")
 
 
 class GAN:
@@ -63,20 +114,32 @@ class GAN:
       raise ValueError(f"config.gan.clip must be > 0 for loss 'wgan', got {g.get('clip')!r}")
     if "optim_critic" not in config:
       raise ValueError("config.optim_critic is missing (the critic's optimizer section)")
-    for field in ("generator_hidden", "critic_hidden"):
-      _positive_widths(config, field)
-    for field in ("generator_activation", "critic_activation"):
-      if config.model.get(field) not in ACTIVATIONS:
-        raise ValueError(f"config.model.{field} must be one of {tuple(ACTIVATIONS)}, "
-                         f"got {config.model.get(field)!r}")
+    kind = config.model.get("kind", "mlp")
+    if kind not in KINDS:
+      raise ValueError(f"config.model.kind must be one of {KINDS}, got {kind!r}")
+    if kind == "mlp":
+      for field in ("generator_hidden", "critic_hidden"):
+        _positive_widths(config, field)
+      for field in ("generator_activation", "critic_activation"):
+        if config.model.get(field) not in ACTIVATIONS:
+          raise ValueError(f"config.model.{field} must be one of {tuple(ACTIVATIONS)}, "
+                           f"got {config.model.get(field)!r}")
+      if config.model.get("num_classes", 0):
+        raise ValueError(f"config.model.num_classes={config.model.num_classes} needs "
+                         f"config.model.kind='dcgan' (the MLP GAN is unconditional)")
+    else:
+      _check_dcgan(config)
     if config.sample.sampler != "generator":
       raise ValueError(f"config.sample.sampler must be 'generator', got {config.sample.sampler!r}")
 
   def __init__(self, config):
     self.config = config
     self.kind = config.gan.loss
+    self.network = config.model.get("kind", "mlp")
     self.latent_dim = config.gan.latent_dim
     self.data_shape = tuple(make_dataset(config.data).shape)
+    self.num_classes = int(config.model.get("num_classes", 0)) if self.network == "dcgan" else 0
+    self.conditional = self.num_classes > 0
     # Abstract modules (no initializer runs): only their graph definitions are kept.
     g_module, c_module = nnx.eval_shape(lambda: self._modules(jax.random.key(0)))
     _, self._generator = functional(g_module)
@@ -85,6 +148,14 @@ class GAN:
   def _modules(self, key):
     m = self.config.model
     k_g, k_c = jax.random.split(key)
+    if self.network == "dcgan":
+      generator = dcgan.DCGANGenerator(self.latent_dim, self.data_shape, channels=m.channels,
+                                       norm=m.get("generator_norm", "layer"),
+                                       num_classes=self.num_classes, rngs=nnx.Rngs(params=k_g))
+      critic = dcgan.DCGANCritic(self.data_shape, channels=m.get("critic_channels", m.channels),
+                                 norm=m.get("critic_norm", "none"), num_classes=self.num_classes,
+                                 rngs=nnx.Rngs(params=k_c))
+      return generator, critic
     generator = Generator(self.latent_dim, self.data_shape, tuple(m.generator_hidden),
                           activation=m.generator_activation, rngs=nnx.Rngs(params=k_g))
     critic = Critic(self.data_shape, tuple(m.critic_hidden), activation=m.critic_activation,
@@ -95,18 +166,33 @@ class GAN:
     generator, critic = self._modules(key)
     return {"generator": functional(generator)[0], "critic": functional(critic)[0]}
 
-  def generate(self, generator_params, key, n: int) -> jax.Array:
+  def generate(self, generator_params, key, n: int, labels=None) -> jax.Array:
+    """G(z), z ~ N(0, I) of shape (n, latent_dim); `labels` (n,) for a conditional generator."""
     z = jax.random.normal(key, (n, self.latent_dim), jnp.float32)
-    return self._generator(generator_params, z)
+    if labels is None:
+      return self._generator(generator_params, z)
+    return self._generator(generator_params, z, labels)
 
-  def critic_fn(self, critic_params):
-    return lambda x: self._critic(critic_params, x)
+  def critic_fn(self, critic_params, labels=None):
+    """x -> f(x) (or f(x, labels) for a conditional critic), shape (B,)."""
+    if labels is None:
+      return lambda x: self._critic(critic_params, x)
+    return lambda x: self._critic(critic_params, x, labels)
+
+  def _split(self, batch):
+    """(x, labels): labels is None for an unconditional family."""
+    return batch if self.conditional else (batch, None)
 
   def critic_loss(self, params, batch, key):
-    """D / critic loss on a real batch and as many fresh fakes (+ lambda GP for wgan_gp)."""
+    """D / critic loss on a real batch and as many fresh fakes (+ lambda GP for wgan_gp).
+
+    Conditional: the fakes are drawn for the real batch's labels and the critic (and its
+    gradient penalty) sees those labels with both real and fake images.
+    """
+    batch, labels = self._split(batch)
     k_z, k_gp = jax.random.split(key)
-    fake = jax.lax.stop_gradient(self.generate(params["generator"], k_z, batch.shape[0]))
-    f = self.critic_fn(params["critic"])
+    fake = jax.lax.stop_gradient(self.generate(params["generator"], k_z, batch.shape[0], labels))
+    f = self.critic_fn(params["critic"], labels)
     real_out, fake_out = f(batch), f(fake)
     loss = gan_losses.critic_loss(self.kind, real_out, fake_out)
     metrics = {"real_out": jnp.mean(real_out), "fake_out": jnp.mean(fake_out)}
@@ -122,9 +208,10 @@ class GAN:
     return loss, metrics
 
   def generator_loss(self, params, batch, key):
-    """G loss on batch.shape[0] fresh fakes (the real batch only sets the size)."""
-    fake = self.generate(params["generator"], key, batch.shape[0])
-    fake_out = self._critic(params["critic"], fake)
+    """G loss on batch.shape[0] fresh fakes (the real batch only sets the size and labels)."""
+    batch, labels = self._split(batch)
+    fake = self.generate(params["generator"], key, batch.shape[0], labels)
+    fake_out = self.critic_fn(params["critic"], labels)(fake)
     return gan_losses.generator_loss(self.kind, fake_out), {"fake_out": jnp.mean(fake_out)}
 
   def phases(self):
@@ -138,9 +225,20 @@ class GAN:
         trainer.Phase("generator", self.generator_loss, group="generator", optim="optim"),
     ]
 
-  def sample(self, params, key, n: int):
-    """x = G(z), z ~ N(0, I); returns (x, {"nfe": 1})."""
-    return self.generate(params["generator"], key, n), {"nfe": 1}
+  def sample(self, params, key, n: int, *, labels=None):
+    """x = G(z[, labels]), z ~ N(0, I); returns (x, {"nfe": 1}).
+
+    Conditional models: `labels` (n,) ints in [0, num_classes), default 0, 1, ..., K-1, 0, ...
+    """
+    if self.conditional:
+      labels = (jnp.arange(n, dtype=jnp.int32) % self.num_classes if labels is None
+                else jnp.asarray(labels, jnp.int32))
+      if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+    elif labels is not None:
+      raise ValueError("labels need a class-conditional GAN (config.model.kind='dcgan' with "
+                       "config.model.num_classes > 0)")
+    return self.generate(params["generator"], key, n, labels), {"nfe": 1}
 
   def _coverage(self, params, key, dataset, n):
     mixture = toy.mixture(dataset.name)

@@ -1,9 +1,23 @@
 """Variational autoencoders (Kingma & Welling 2014) as a trainer plug-in: ELBO, beta-VAE, IWAE.
 
-Model: p(z) = N(0, I_latent), q(z|x) = N(mu(x), diag exp(log_var(x))) from an MLP
-encoder, p(x|z) from an MLP decoder: independent Bernoullis in logits for images
-in [0, 1] (likelihood="bernoulli"), or a diagonal Gaussian with a fixed or
-learned per-dimension variance (likelihood="gaussian", e.g. the 2-D toy sets).
+Model: p(z) = N(0, I_latent), q(z|x) = N(mu(x), diag exp(log_var(x))) from an
+encoder, p(x|z) from a decoder: independent Bernoullis in logits for images in
+[0, 1] (likelihood="bernoulli"; refused for the symmetric pixel range), or a
+diagonal Gaussian with a fixed or learned per-dimension variance
+(likelihood="gaussian", e.g. the 2-D toy sets, or colour images).
+
+Networks (config.vae.network): "mlp" (default; research/nets/vae.py, widths
+config.vae.hidden, on the flattened example) or "conv" (research/nets/conv_vae.py,
+stride-2 conv widths config.vae.channels, the decoder mirroring them; (H, W, C)
+images with H, W divisible by 2^len(channels)).
+
+Dequantisation (config.vae.dequantize_levels = L > 0, Gaussian likelihood on
+images with L grey levels, e.g. 256): the pixels are spread uniformly over their
+bin, x + (u - 1/2) delta with u ~ U(0, 1)^D and bin width delta = (range width) /
+(L - 1), in training and evaluation. The continuous density of the dequantised data
+then bounds the discrete one: log P(x) >= E_u log p(x + (u - 1/2) delta) + D log delta
+(Theis et al. 2016), and evaluation reports test_bits_per_dim =
+(NLL - D log delta) / (D log 2) from the large-k NLL estimate.
 
 Objectives (research/losses/vae.py), chosen by config.vae:
   iwae_k = 1, capacity = 0:  mean[-recon + beta KL]           (beta = 1: the negative ELBO;
@@ -26,7 +40,11 @@ config.vae.eval_k -- each the mean of ceil(100 / k) independent L_k draws taken 
 disjoint slices of one chunked pool of importance weights, so the estimates for
 different k are independent and the check L_1 <= L_5 <= L_50 is a real test -- a
 large-k NLL estimate (iwae_nll: chunked, running logsumexp), and a baseline with
-independent dimensions fitted on the training split.
+independent dimensions fitted on the training split. Image sets read from tfds
+(no in-memory test split) use the first config.vae.eval_num images of a key-dependent
+permutation of the test split and the first eval_num training images for the
+baseline; config.vae.eval_batch > 0 evaluates the held-out images in batches of
+that size (bounded memory at CIFAR scale), averaging the per-batch means.
 """
 
 from __future__ import annotations
@@ -42,10 +60,12 @@ from flax import nnx
 from experiments import trainer
 from experiments.data import make_dataset
 from research.losses import vae as vae_loss
+from research.nets.conv_vae import ConvDecoder, ConvEncoder
 from research.nets.mlp import functional
 from research.nets.vae import MLPDecoder, MLPEncoder
 
 SAMPLERS = ("mean", "sample")
+NETWORKS = ("mlp", "conv")
 _EVAL_DRAWS = 100  # held-out L_k is averaged over ceil(_EVAL_DRAWS / k) independent draws
 
 
@@ -61,15 +81,48 @@ class VAE:
     v = config.vae
     if not _count(v.latent_dim):
       raise ValueError(f"config.vae.latent_dim must be an integer >= 1, got {v.latent_dim!r}")
-    if not v.hidden or not all(_count(h) for h in v.hidden):
-      raise ValueError(f"config.vae.hidden must be positive widths, got {v.hidden}")
+    network = v.get("network", "mlp")
+    if network not in NETWORKS:
+      raise ValueError(f"config.vae.network must be one of {NETWORKS}, got {network!r}")
+    shape = tuple(make_dataset(config.data).shape)
+    image = len(shape) > 1
+    if network == "mlp":
+      if not v.hidden or not all(_count(h) for h in v.hidden):
+        raise ValueError(f"config.vae.hidden must be positive widths, got {v.hidden}")
+    else:
+      channels = v.get("channels")
+      if not channels or not all(_count(c) for c in channels):
+        raise ValueError(f"config.vae.channels must be positive conv widths, got {channels}")
+      if len(shape) != 3:
+        raise ValueError(f"config.vae.network='conv' needs (H, W, C) images, but "
+                         f"config.data.name={config.data.name!r} gives examples of shape {shape}")
+      factor = 2 ** len(channels)
+      if shape[0] % factor or shape[1] % factor:
+        raise ValueError(f"config.vae.channels={tuple(channels)}: {len(channels)} stride-2 "
+                         f"stages need H and W divisible by {factor}, but "
+                         f"config.data.name={config.data.name!r} is {shape[0]}x{shape[1]}")
     if v.likelihood not in vae_loss.LIKELIHOODS:
       raise ValueError(f"config.vae.likelihood must be one of {vae_loss.LIKELIHOODS}, "
                        f"got {v.likelihood!r}")
-    image = len(make_dataset(config.data).shape) > 1
     if v.likelihood == "bernoulli" and not image:
       raise ValueError(f"config.vae.likelihood='bernoulli' needs data in [0, 1] (digits); "
                        f"{config.data.name!r} is real-valued: use 'gaussian'")
+    pixel_range = config.data.get("pixel_range", "unit")
+    if v.likelihood == "bernoulli" and pixel_range != "unit":
+      raise ValueError(f"config.data.pixel_range must be 'unit' for config.vae.likelihood="
+                       f"'bernoulli' (pixels are Bernoulli means in [0, 1]), got {pixel_range!r}")
+    levels = v.get("dequantize_levels", 0)
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0 or levels == 1:
+      raise ValueError(f"config.vae.dequantize_levels must be 0 (off) or an integer >= 2, "
+                       f"got {levels!r}")
+    if levels and (v.likelihood != "gaussian" or not image):
+      raise ValueError(f"config.vae.dequantize_levels={levels} needs images and "
+                       f"config.vae.likelihood='gaussian', got {v.likelihood!r} on "
+                       f"{config.data.name!r}")
+    eval_batch = v.get("eval_batch", 0)
+    if isinstance(eval_batch, bool) or not isinstance(eval_batch, int) or eval_batch < 0:
+      raise ValueError(f"config.vae.eval_batch must be an integer >= 0 (0: one batch), "
+                       f"got {eval_batch!r}")
     if v.kl not in vae_loss.KL_ESTIMATORS:
       raise ValueError(f"config.vae.kl must be one of {vae_loss.KL_ESTIMATORS}, got {v.kl!r}")
     for name in ("beta", "capacity", "gamma"):
@@ -95,6 +148,10 @@ class VAE:
     self.data_shape = tuple(self.dataset.shape)
     self.image = len(self.data_shape) > 1
     self.event_ndim = len(self.data_shape)
+    self.network = self.v.get("network", "mlp")
+    levels = self.v.get("dequantize_levels", 0)
+    width = 2.0 if config.data.get("pixel_range", "unit") == "symmetric" else 1.0
+    self.bin_width = width / (levels - 1) if levels else 0.0  # 0: no dequantisation
     # Abstract modules (no initialiser runs): only the graph definitions are needed here.
     encoder, decoder = nnx.eval_shape(lambda: self._modules(jax.random.key(0)))
     _, self._encode = functional(encoder)
@@ -105,6 +162,14 @@ class VAE:
     v = self.v
     k_enc, k_dec = jax.random.split(key)
     gaussian = v.likelihood == "gaussian"
+    if self.network == "conv":
+      encoder = ConvEncoder(self.data_shape, v.latent_dim, tuple(v.channels),
+                            rngs=nnx.Rngs(params=k_enc))
+      decoder = ConvDecoder(v.latent_dim, self.data_shape, tuple(reversed(v.channels)),
+                            log_var=float(v.decoder_log_var) if gaussian else None,
+                            learn_log_var=gaussian and v.learn_decoder_var,
+                            rngs=nnx.Rngs(params=k_dec))
+      return encoder, decoder
     encoder = MLPEncoder(self.data_shape, v.latent_dim, tuple(v.hidden),
                          rngs=nnx.Rngs(params=k_enc))
     decoder = MLPDecoder(v.latent_dim, self.data_shape, tuple(reversed(v.hidden)),
@@ -129,8 +194,15 @@ class VAE:
   def decoder_fn(self, model):
     return lambda z: self._decode(model["decoder"], z)
 
+  def dequantize(self, key, x):
+    """x + (u - 1/2) * bin_width, u ~ U(0, 1) per pixel (x itself without dequantisation)."""
+    if not self.bin_width:
+      return x
+    return x + (jax.random.uniform(key, x.shape, x.dtype) - 0.5) * self.bin_width
+
   def loss(self, params, batch, key):
     v, model = self.v, params["model"]
+    batch = self.dequantize(jax.random.fold_in(key, 1), batch)
     mu, log_var = self._encode(model["encoder"], batch)
     kwargs = dict(likelihood=v.likelihood, event_ndim=self.event_ndim)
     k_elbo, k_iwae = jax.random.split(key)
@@ -184,9 +256,7 @@ class VAE:
     pool = vae_loss.log_weight_samples(k_pool, x, mu, log_var, dec, num_samples=sum(sizes),
                                        chunk_size=_EVAL_DRAWS, **kw)
     recon, kl = jnp.mean(pool.log_px_z), jnp.mean(vae_loss.kl_standard_normal(mu, log_var))
-    out = {"test_neg_elbo": kl - recon, "test_recon": recon, "test_kl": kl,
-           # Active units (Burda et al. 2016): Cov_x(E_q[z_j]) > 0.01.
-           "active_units": jnp.sum(jnp.var(mu, axis=0) > 0.01)}
+    out = {"test_neg_elbo": kl - recon, "test_recon": recon, "test_kl": kl, "mu": mu}
     start = 0
     for k, size in zip(v.eval_k, sizes):
       estimates = vae_loss.iwae_estimates(pool.log_w[start:start + size], k)
@@ -196,25 +266,65 @@ class VAE:
     out[f"test_iwae_nll_{v.nll_k}"] = jnp.mean(nll)
     return out
 
+  def _heldout_and_train(self, k_data, k_fit, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out examples, training examples for the baseline) as numpy arrays."""
+    if self.image and hasattr(dataset, "test"):       # in-memory images: the whole test split
+      return np.asarray(dataset.test), np.asarray(dataset.train)
+    if self.image:                                     # host (tfds) images: eval_num of each
+      n = min(self.v.eval_num, len(dataset.source("test")))
+      test = np.asarray(dataset.heldout(k_data, n))
+      n_train = min(self.v.eval_num, len(dataset.source("train")))
+      return test, np.asarray(dataset.read("train", np.arange(n_train))["x"])
+    # jitted: one compile each, not one per eager op
+    test = np.asarray(jax.jit(dataset.heldout, static_argnums=1)(k_data, self.v.eval_num))
+    train = np.asarray(jax.jit(dataset.sample, static_argnums=1)(k_fit, 10_000))
+    return test, train
+
   def evaluate(self, params, key, dataset) -> dict:
     """Held-out -ELBO, -L_k (k in eval_k and nll_k) and the independent-dimension baseline."""
     k_data, k_eval, k_fit = jax.random.split(key, 3)
-    if self.image:
-      test, train = np.asarray(dataset.test), np.asarray(dataset.train)
-    else:
-      # jitted: one compile each, not one per eager op
-      test = np.asarray(jax.jit(dataset.heldout, static_argnums=1)(k_data, self.v.eval_num))
-      train = np.asarray(jax.jit(dataset.sample, static_argnums=1)(k_fit, 10_000))
-    terms = self._eval_fn(params["model"], k_eval, jnp.asarray(test))
+    test, train = self._heldout_and_train(k_data, k_fit, dataset)
+    if self.bin_width:
+      k_deq_test, k_deq_train = jax.random.split(jax.random.fold_in(k_eval, 1))
+      test = np.asarray(self.dequantize(k_deq_test, jnp.asarray(test)))
+      train = np.asarray(self.dequantize(k_deq_train, jnp.asarray(train)))
     names = ["test_neg_elbo", "test_recon", "test_kl",
              *(f"test_iwae_nll_{k}" for k in (*self.v.eval_k, self.v.nll_k))]
-    out = {name: float(terms[name]) for name in names}  # in this order (jit sorts dict keys)
-    out["active_units"] = int(terms["active_units"])
+    batch = self.v.get("eval_batch", 0) or test.shape[0]
+    per_batch, sizes, mus = [], [], []
+    for i, start in enumerate(range(0, test.shape[0], batch)):
+      x = jnp.asarray(test[start:start + batch])
+      terms = self._eval_fn(params["model"], k_eval if i == 0 else jax.random.fold_in(k_eval, i), x)
+      per_batch.append({name: float(terms[name]) for name in names})
+      sizes.append(x.shape[0])
+      mus.append(np.asarray(terms["mu"], np.float64))
+    if len(per_batch) == 1:
+      out = per_batch[0]  # in the order of `names` (jit sorts dict keys)
+    else:  # the mean over all held-out examples: batch means weighted by batch size
+      out = {name: sum(b[name] * m for b, m in zip(per_batch, sizes)) / sum(sizes)
+             for name in names}
+    # Active units (Burda et al. 2016): Cov_x(E_q[z_j]) > 0.01.
+    out["active_units"] = int(np.sum(np.var(np.concatenate(mus), axis=0) > 0.01))
     out["num_test"] = int(test.shape[0])
     out.update(_baseline_nll(self.v.likelihood, self.image, train, test))
+    if self.bin_width:
+      dims = math.prod(self.data_shape)
+      to_bits = lambda nll: (nll - dims * math.log(self.bin_width)) / (dims * math.log(2.0))  # noqa: E731
+      out["test_bits_per_dim"] = to_bits(out[f"test_iwae_nll_{self.v.nll_k}"])
+      out["gaussian_baseline_bits_per_dim"] = to_bits(out["gaussian_baseline_nll"])
     return out
 
   # -- figures -------------------------------------------------------------------------
+  @property
+  def _mean_name(self) -> str:
+    return "Bernoulli means" if self.v.likelihood == "bernoulli" else "Gaussian means"
+
+  def _unit(self, images) -> np.ndarray:
+    """Decoder means (model space) -> numpy images in [0, 1] for plotting."""
+    if self.v.likelihood == "bernoulli":
+      return np.asarray(images)  # probabilities, already in [0, 1]
+    return np.asarray(self.dataset.to_unit(images))
+
   def figures(self, params, key, workdir: str, step: int) -> list[str]:
     """PNGs in the workdir. Images: a grid of prior samples and, for a 2-D latent, the
     encoded test set coloured by digit label and the decoder over a 15x15 grid of N(0, 1)
@@ -238,16 +348,20 @@ class VAE:
       paths.append(_save(fig, os.path.join(workdir, f"vae_toy_{step:07d}.png"),
                          f"VAE on {self.config.data.name}, step {step}"))
       return paths
-    probs = np.asarray(self._sample(model, k_samples, 100, "mean"))
+    means = self._unit(self._sample(model, k_samples, 100, "mean"))
     fig, ax = plt.subplots(figsize=(6, 6))
-    ax.imshow(_tile(probs, 10), cmap="gray_r", vmin=0, vmax=1)
-    ax.axis("off")
+    _show(ax, _tile(means, 10))
     paths.append(_save(fig, os.path.join(workdir, f"vae_samples_{step:07d}.png"),
-                       f"decoded prior samples (Bernoulli means), step {step}"))
+                       f"decoded prior samples ({self._mean_name}), step {step}"))
     if self.v.latent_dim != 2:
       return paths
-    mu, _ = self._encode(model["encoder"], jnp.asarray(self.dataset.test))
-    mu, labels = np.asarray(mu), np.asarray(self.dataset.test_labels)
+    if hasattr(self.dataset, "test"):
+      test, labels = self.dataset.test, self.dataset.test_labels
+    else:  # host (tfds) images: eval_num held-out images
+      n = min(self.v.eval_num, len(self.dataset.source("test")))
+      test, labels = self.dataset.heldout_labeled(k_data, n)
+    mu, _ = self._encode(model["encoder"], jnp.asarray(test))
+    mu, labels = np.asarray(mu), np.asarray(labels)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     points = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=12)
     fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
@@ -261,7 +375,7 @@ class VAE:
     out = self.decoder_fn(model)(z)
     grid = jax.nn.sigmoid(out) if self.v.likelihood == "bernoulli" else out[0]
     fig, ax = plt.subplots(figsize=(6, 6))
-    ax.imshow(_tile(np.asarray(grid), 15), cmap="gray_r", vmin=0, vmax=1)
+    _show(ax, _tile(self._unit(grid), 15))
     ax.axis("off")
     paths.append(_save(fig, os.path.join(workdir, f"latent_grid_{step:07d}.png"),
                        f"decoder over N(0,1) quantiles 0.05..0.95, step {step}"))
@@ -282,7 +396,12 @@ def _baseline_nll(likelihood: str, image: bool, train: np.ndarray, test: np.ndar
     ll = test @ np.log(p) + (1.0 - test) @ np.log1p(-p)
     return {"bernoulli_baseline_nll": float(-ll.mean())}
   mean = train.mean(0)
-  cov = np.cov(train, rowvar=False) if not image else np.diag(np.maximum(train.var(0), 1e-3))
+  if image:  # diagonal: elementwise, no D x D matrix (D = 12288 for 64x64 colour images)
+    var = np.maximum(train.var(0), 1e-3)
+    ll = -0.5 * (((test - mean) ** 2 / var).sum(1) + np.log(var).sum()
+                 + train.shape[1] * math.log(2 * math.pi))
+    return {"gaussian_baseline_nll": float(-ll.mean())}
+  cov = np.cov(train, rowvar=False)
   diff = test - mean
   _, logdet = np.linalg.slogdet(cov)
   maha = np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
@@ -291,15 +410,27 @@ def _baseline_nll(likelihood: str, image: bool, train: np.ndarray, test: np.ndar
 
 
 def _tile(images: np.ndarray, cols: int) -> np.ndarray:
-  """(n, h, w[, 1]) images -> one (rows*(h+1)-1, cols*(w+1)-1) canvas with 1-pixel gaps."""
-  images = images.reshape(images.shape[0], images.shape[1], images.shape[2])
-  n, h, w = images.shape
+  """(n, h, w[, c]) images -> one canvas with 1-pixel gaps: (rows*(h+1)-1, cols*(w+1)-1)
+  for grey images (c = 1 or absent), with a trailing c axis otherwise."""
+  images = np.asarray(images)
+  if images.ndim == 4 and images.shape[-1] == 1:
+    images = images[..., 0]
+  n, h, w = images.shape[:3]
   rows = -(-n // cols)
-  canvas = np.zeros((rows * (h + 1) - 1, cols * (w + 1) - 1), np.float32)
+  canvas = np.zeros((rows * (h + 1) - 1, cols * (w + 1) - 1, *images.shape[3:]), np.float32)
   for i, img in enumerate(images):
     r, c = divmod(i, cols)
     canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = img
   return canvas
+
+
+def _show(ax, canvas: np.ndarray) -> None:
+  """Grey canvases dark ink on white (gray_r, [0, 1]); colour canvases as RGB."""
+  if canvas.ndim == 2:
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
+  else:
+    ax.imshow(np.clip(canvas, 0.0, 1.0))
+  ax.axis("off")
 
 
 def _save(fig, path: str, title: str) -> str:

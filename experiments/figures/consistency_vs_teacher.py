@@ -1,5 +1,12 @@
 """Few-step consistency models vs their diffusion teacher on a 2-D toy set (W2 to the data).
 
+Registry figure (python -m launch.figures consistency_vs_teacher [--quick]): moons,
+the teacher with DPM-Solver++(2M) at several NFE against iCT and CD (not with
+--quick) at 1 and 2 steps,
+W2 and energy distance vs NFE plus sample scatters, written to
+OUT/consistency_vs_teacher.{png,json}, runs cached under OUT/_work/consistency_vs_teacher.
+The older command below (one dataset, fixed methods) is kept unchanged.
+
 Trains (or reuses, the workdir is the only state) three runs on the same dataset:
   teacher  configs/ddpm_toy.py            (DDPM eps-model, linear betas, T = 1000)
   ict      configs/consistency_toy.py mode=ict   (consistency training, no teacher)
@@ -26,7 +33,15 @@ import numpy as np
 
 from configs import consistency_toy, ddpm_toy
 from experiments import sampling, trainer
+from experiments.figures import common
 from research.metrics import distances
+
+NAME = "consistency_vs_teacher"
+DATASET = "moons"
+FULL_STEPS = {"teacher": 4000, "ict": 20000, "cd": 20000}
+TEACHER_NFES = {True: (2, 10), False: (2, 3, 5, 10, 20)}   # quick, full
+QUICK_SAMPLES = 200
+QUICK_STEPS = 1000   # runlocal (2 x 32) MLPs: under a second of training each
 
 
 def _train(config, workdir: str) -> dict:
@@ -38,7 +53,10 @@ def _train(config, workdir: str) -> dict:
 
 def train_all(dataset: str, workroot: str, *, teacher_steps: int, ict_steps: int,
               cd_steps: int) -> dict:
-  """Train (or resume / reuse) the teacher, the iCT and the CD runs; returns their workdirs."""
+  """Train (or resume / reuse) the teacher, the iCT and the CD runs; returns their workdirs.
+
+  (The older command's trainer: resumes whatever its workdirs hold.)
+  """
   dirs = {name: os.path.join(workroot, f"{name}_{dataset}") for name in ("teacher", "ict", "cd")}
   _train(ddpm_toy.get_config(f"dataset={dataset},steps={teacher_steps}"), dirs["teacher"])
   _train(consistency_toy.get_config(f"dataset={dataset},mode=ict,steps={ict_steps}"), dirs["ict"])
@@ -57,8 +75,38 @@ METHODS = (  # (label, run, sampler options)
 )
 
 
+def registry_configs(dataset: str, workroot: str, quick: bool) -> dict:
+  """name -> (workdir, config) of the teacher, iCT and CD runs (runlocal models when quick;
+  quick skips CD, a third training that would take quick mode past ~30 s)."""
+  dirs = {name: os.path.join(workroot, f"{name}_{dataset}") for name in ("teacher", "ict", "cd")}
+  if quick:
+    teacher = ddpm_toy.get_config(f"dataset={dataset},runlocal=true,sampler=dpm_solver++,"
+                                  "sample_steps=10")
+    ict = consistency_toy.get_config(f"dataset={dataset},mode=ict,runlocal=true")
+    for config in (teacher, ict):   # one sample size everywhere: shared W2 compiles
+      config.eval.num_samples = QUICK_SAMPLES
+      config.eval.plot_samples = QUICK_SAMPLES
+      config.train.num_steps = config.train.checkpoint_every = QUICK_STEPS
+      config.train.num_devices = 1   # one device compiles fastest (tests fake 8)
+    return {"teacher": (dirs["teacher"], teacher), "ict": (dirs["ict"], ict)}
+  teacher = ddpm_toy.get_config(f"dataset={dataset},steps={FULL_STEPS['teacher']}")
+  ict = consistency_toy.get_config(f"dataset={dataset},mode=ict,steps={FULL_STEPS['ict']}")
+  cd = consistency_toy.get_config(f"dataset={dataset},mode=cd,steps={FULL_STEPS['cd']},"
+                                  f"teacher={dirs['teacher']}")
+  return {"teacher": (dirs["teacher"], teacher), "ict": (dirs["ict"], ict),
+          "cd": (dirs["cd"], cd)}
+
+
+def registry_methods(quick: bool) -> tuple:
+  """(label, run, sampler options): the teacher at TEACHER_NFES, iCT (and CD unless quick)
+  at 1 and 2 steps."""
+  teacher = tuple((f"teacher dpm_solver++ {n} NFE", "teacher",
+                   {"sampler": "dpm_solver++", "num_steps": n}) for n in TEACHER_NFES[quick])
+  return teacher + tuple(m for m in METHODS[2:] if not (quick and m[1] == "cd"))
+
+
 def compare(dirs: dict, *, num_samples: int = 1000, seeds: int = 5,
-            energy_samples: int = 4000) -> tuple:
+            energy_samples: int = 4000, methods: tuple = METHODS) -> tuple:
   """W2 (n = num_samples) and energy distance (n = energy_samples) of each method's samples
   to fresh data draws (the same reference draws for every method), per seed."""
   loaded = {name: sampling.load(d) for name, d in dirs.items()}
@@ -76,7 +124,7 @@ def compare(dirs: dict, *, num_samples: int = 1000, seeds: int = 5,
   floor = [scores(dataset.sample(jax.random.fold_in(root, 2 * s + 1), big), s)
            for s in range(seeds)]
   rows, samples = [], {}
-  for label, name, options in METHODS:
+  for label, name, options in methods:
     run, state = loaded[name]
     w2, en, nfe = [], [], None
     for s in range(seeds):
@@ -119,6 +167,78 @@ def plot(path: str, samples: dict, reference, title: str) -> str:
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
+
+
+def plot_registry(path: str, result: dict, samples: dict, reference) -> str:
+  """Top: W2 and energy distance vs NFE (teacher line, iCT / CD at 1 and 2 steps); bottom:
+  scatters of the data, the teacher at its largest NFE and the consistency models."""
+  import matplotlib.pyplot as plt
+  groups = {"teacher (DPM-Solver++ 2M)": "teacher", "iCT": "iCT", "CD": "CD"}
+  groups = {g: p for g, p in groups.items()
+            if any(r["method"].startswith(p) for r in result["rows"])}
+  shown = [label for label in samples if not label.startswith("teacher")]
+  shown.insert(0, max((label for label in samples if label.startswith("teacher")),
+                      key=lambda label: int(label.split()[-2])))
+  panels = [("data", reference)] + [(label, samples[label]) for label in shown]
+  fig = plt.figure(figsize=(max(11.0, 2.4 * len(panels)), 6.4))
+  grid = fig.add_gridspec(2, len(panels), height_ratios=(1.2, 1))
+  half = len(panels) // 2
+  for i, (metric, floor, title) in enumerate((
+      ("w2_mean", result["noise_floor_mean"], f"W2, n = {result['num_samples']}"),
+      ("energy_mean", result["energy_floor_mean"],
+       f"squared energy distance, n = {result['energy_samples']}"))):
+    ax = fig.add_subplot(grid[0, :half] if i == 0 else grid[0, half:])
+    for group, prefix in groups.items():
+      rows = [r for r in result["rows"] if r["method"].startswith(prefix)]
+      std = metric.replace("_mean", "_std")
+      ax.errorbar([r["nfe"] for r in rows], [r[metric] for r in rows],
+                  yerr=[r[std] for r in rows], marker="o", ms=4, capsize=2, label=group)
+    ax.axhline(floor, color="k", ls=":", lw=1, label="data vs data (floor)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    nfes = sorted({r["nfe"] for r in result["rows"]})
+    ax.set_xticks(nfes, [str(n) for n in nfes])
+    ax.minorticks_off()
+    ax.set(xlabel="NFE", title=f"{title} (mean ± std, {result['seeds']} seed(s))")
+    ax.title.set_fontsize(9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+  lo = np.percentile(reference, 0.5, axis=0) - 0.6
+  hi = np.percentile(reference, 99.5, axis=0) + 0.6
+  for j, (label, pts) in enumerate(panels):
+    ax = fig.add_subplot(grid[1, j])
+    ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.5)
+    ax.set_title(label, fontsize=8)
+    ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xticks=[], yticks=[])
+    ax.set_aspect("equal")
+  steps = ", ".join(f"{name} {step}" for name, step in result["steps"].items())
+  fig.suptitle(f"consistency models vs their diffusion teacher on {result['dataset']} "
+               f"(training steps: {steps})", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def run(out_dir: str, *, quick: bool) -> dict:
+  """Train / reuse teacher, iCT and CD, then compute and draw out_dir/consistency_vs_teacher.*."""
+  png, json_path = common.paths(out_dir, NAME)
+  root = common.work_root(out_dir, NAME, quick)
+  dirs, reused = {}, {}
+  for name, (workdir, config) in registry_configs(DATASET, root, quick).items():
+    reused[name] = common.train_cached(config, workdir)["reused"]
+    dirs[name] = workdir
+  result, samples, ref = compare(dirs, num_samples=QUICK_SAMPLES if quick else 1000,
+                                 seeds=1 if quick else 5,
+                                 energy_samples=QUICK_SAMPLES if quick else 4000,
+                                 methods=registry_methods(quick))
+  result.update(dataset=DATASET, workdirs=dirs, quick=quick, reused=reused,
+                samples=samples, reference=ref)
+  common.write_json(json_path, result)
+  plot_registry(png, result, samples, ref)
+  return {"png": png, "json": json_path, "reused": reused,
+          "w2": {r["method"]: round(r["w2_mean"], 4) for r in result["rows"]},
+          "w2_floor": result["noise_floor_mean"]}
 
 
 def main():

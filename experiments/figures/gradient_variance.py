@@ -11,7 +11,8 @@ Per-sample estimators (research/sampling/montecarlo.py; Mohamed et al. 2020):
   score function with the leave-one-out baseline (Kool et al. 2019).
 The variance of the n-sample mean over independent repeats (for the i.i.d.
 estimators: repeat r's first n terms of one draw, one compile for every n; for
-the baseline, whose terms depend on n: `montecarlo.gradient_variance`) falls as 1/n for both, with the score function's constant
+the baseline, whose terms depend on n: `montecarlo.gradient_variance`) falls as
+1/n for both, with the score function's constant
 7.5x (mu) and 11x (log_var) larger; plotted log-log with the closed forms.
 """
 

@@ -108,32 +108,33 @@ def plot(path: str, data: dict) -> str:
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharex=True, sharey=True)
   for ax in axes:
-    ax.contour(data["contour_x"], data["contour_y"], np.maximum(data["log_p"], -12.0), levels=14,
+    ax.contour(data["contour_x"], data["contour_y"], np.maximum(data["log_p"], -12.0), levels=8,
                cmap="Greys", linewidths=0.6)
     ax.set_aspect("equal")
   ax = axes[0]
   colors = plt.cm.tab10(np.arange(len(data["trajectories"])) % 10)
   for traj, ends, color in zip(data["trajectories"], data["level_ends"], colors):
-    ax.plot(traj[:, 0], traj[:, 1], "-", color=color, lw=0.4, alpha=0.5)
+    faint = traj[::max(1, len(traj) // 200)]   # ~200 points of the path keep the PNG small
+    ax.plot(faint[:, 0], faint[:, 1], "-", color=color, lw=0.3, alpha=0.35)
     ax.plot(ends[:, 0], ends[:, 1], ".-", color=color, lw=1.2, ms=4)
     ax.plot(traj[0, 0], traj[0, 1], "o", color=color, ms=5, mfc="none")
     ax.plot(traj[-1, 0], traj[-1, 1], "*", color=color, ms=10, mec="k", mew=0.4)
   s = data["sigmas"]
-  ax.set(title=f"{len(data['trajectories'])} chains (faint: every step; bold: end of each level), "
+  ax.set(title=f"{len(data['trajectories'])} chains (faint: the path; bold: end of each level), "
                f"{len(s)} levels s = {s[0]:g}..{s[-1]:g}, {data['steps_per_level']} steps each")
   ax.title.set_fontsize(8)
   ax = axes[1]
-  end = data["endpoints"]
-  ax.scatter(end[:, 0], end[:, 1], c=data["nearest_mode"], cmap="tab10", vmin=0, vmax=9, s=2,
-             alpha=0.6)
+  end, mode = data["endpoints"][:2000], data["nearest_mode"][:2000]   # 2000 shown
+  ax.scatter(end[:, 0], end[:, 1], c=mode, cmap="tab10", vmin=0, vmax=9, s=2, alpha=0.6)
   freq = ", ".join(f"{f:.2f}" for f in data["mode_frequencies"])
-  ax.set(title=f"{data['num_chains']} endpoints; mode frequencies {freq} "
+  ax.set(title=f"{len(end)} of {data['num_chains']} endpoints; mode frequencies {freq} "
                f"(weights {', '.join(map(str, data['weights']))})")
   ax.title.set_fontsize(8)
   ax.set_xlim(data["contour_x"][0], data["contour_x"][-1])
   ax.set_ylim(data["contour_y"][0], data["contour_y"][-1])
-  fig.suptitle(f"annealed Langevin dynamics on the exact score; {100 * data['near_mode_fraction']:.1f}% "
-               f"of endpoints within 3 std of a mode", fontsize=9)
+  near = 100 * data["near_mode_fraction"]
+  fig.suptitle(f"annealed Langevin dynamics on the exact score; {near:.1f}% of endpoints "
+               f"within 3 std of a mode", fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -144,7 +145,7 @@ def run(out_dir: str, *, quick: bool) -> dict:
   """Compute and draw the figure into out_dir/langevin.{png,json}; returns a summary."""
   png, json_path = common.paths(out_dir, NAME)
   settings = (dict(num_chains=1000, num_shown=4, num_levels=8, steps_per_level=40) if quick else
-              dict(num_chains=4000, num_shown=8, num_levels=10, steps_per_level=100))
+              dict(num_chains=4000, num_shown=4, num_levels=10, steps_per_level=100))
   data = run_chains(jax.random.key(0), **settings)
   common.write_json(json_path, data)
   plot(png, data)

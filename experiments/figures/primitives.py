@@ -33,7 +33,7 @@ TAUS = (0.1, 0.5, 1.0, 5.0)
 
 
 def box_muller_histogram(key, n: int, bins: int = 60, limit: float = 4.0) -> dict:
-  """Density histogram of n Box-Muller draws on [-limit, limit] and the N(0, 1) pdf at the bin centres."""
+  """Density histogram of n Box-Muller draws on [-limit, limit], the N(0, 1) pdf at the centres."""
   z = np.asarray(continuous.box_muller(key, (n,)))
   edges = np.linspace(-limit, limit, bins + 1)
   counts, _ = np.histogram(z, bins=edges)
@@ -99,7 +99,8 @@ def plot(path: str, data: dict) -> str:
   fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
   bm = data["box_muller"]
   ax = axes[0]
-  ax.stairs(bm["histogram"], bm["bin_edges"], fill=True, alpha=0.5, label=f"Box-Muller, n={bm['n']}")
+  ax.stairs(bm["histogram"], bm["bin_edges"], fill=True, alpha=0.5,
+            label=f"Box-Muller, n={bm['n']}")
   ax.plot(bm["bin_centres"], bm["normal_pdf"], "k-", lw=1.2, label="N(0, 1) density")
   ax.set(title="(a) Box-Muller vs N(0, 1)", xlabel="z", ylabel="density")
   ax.legend(fontsize=7)

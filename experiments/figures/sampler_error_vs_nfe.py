@@ -104,7 +104,7 @@ def plot(path: str, panels: list[dict]) -> str:
     ax.set(xlabel="NFE (network evaluations)", ylabel="RMSE to the exact PF-ODE map",
            title=f"{panel['title']}, {panel['num_samples']} samples")
     ax.grid(True, which="both", alpha=0.3)
-    ticks = sorted({n for c in panel["curves"].values() for n in c["nfe"]})
+    ticks = list(panel["budgets"])
     ax.set_xticks(ticks, [str(n) for n in ticks], fontsize=7)
     ax.minorticks_off()
   axes[0][-1].legend(fontsize=7, ncol=2)

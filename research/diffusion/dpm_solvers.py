@@ -21,7 +21,9 @@ Steps (shared with samplers.py): num_steps = N model evaluations at t_0 = 1 >
 lands on clean data with the first-order data step x = x0_pred(x_{N-1}, t_{N-1})
 (the DPM-Solver(++) step to sigma = 0). Defaults (samplers.DEFAULT_SPACING,
 samplers.default_t_end): time-quadratic steps ending at t_end = max(t_min,
-(1.5/N)^2), measured to be the most accurate per NFE on analytic mixtures.
+(1.5/N)^2), measured to be the most accurate per NFE on analytic mixtures of
+data scale ~1. Every sampler also takes `timesteps=` (the N evaluation times,
+e.g. the model-calibrated grid of research.diffusion.steps).
 
 Order schedule of the multistep methods: warm-up order min(order, i + 1) at step
 i, and with lower_order_final (default) and N < 15 steps also min(order, N - i)
@@ -466,14 +468,18 @@ def _singlestep(model_fn, x_T, schedule, grid, order, prediction):
   return x
 
 
-def _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero):
-  """samplers.sampling_grid with the default spacing and the default_t_end rule."""
+def _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero,
+          timesteps=None):
+  """samplers.sampling_grid with the default spacing and the default_t_end rule
+  (or the explicit evaluation times `timesteps`)."""
   spacing = samplers_lib.default_spacing(schedule) if spacing is None else spacing
-  t_end = samplers_lib.resolve_t_end(schedule, num_steps, t_end, spacing,
-                                     final_step_to_zero)
+  if timesteps is None:
+    t_end = samplers_lib.resolve_t_end(schedule, num_steps, t_end, spacing,
+                                       final_step_to_zero)
   return samplers_lib.sampling_grid(schedule, num_steps, spacing=spacing,
                                     t_end=t_end, rho=rho,
-                                    final_step_to_zero=final_step_to_zero)
+                                    final_step_to_zero=final_step_to_zero,
+                                    timesteps=timesteps)
 
 
 # ----------------------------------------------------------------------------
@@ -482,7 +488,7 @@ def _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero):
 def dpm_solver(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
                order=3, method="multistep", solver_type="midpoint",
                lower_order_final=True, spacing=None, t_end=None,
-               final_step_to_zero=True, rho=7.0):
+               final_step_to_zero=True, rho=7.0, timesteps=None):
   """DPM-Solver in noise prediction, orders 1-3, singlestep or multistep (Lu et al. 2022).
 
   Exponential integrator of the PF-ODE in lambda: x_{i+1} = alpha_{i+1}/alpha_i x_i
@@ -498,7 +504,8 @@ def dpm_solver(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   order = _check_order(order)
   method = _check_choice("method", method, _METHODS)
   solver_type = _check_choice("solver_type", solver_type, _SOLVER_TYPES)
-  grid = _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero)
+  grid = _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero,
+               timesteps)
   if method == "singlestep":
     return _singlestep(model_fn, x_T, schedule, grid, order, prediction)
   n_ode = _n_ode(grid)
@@ -529,7 +536,7 @@ def dpm_solver_nfe(num_steps, *, order=3, method="multistep",
 def dpm_solver_pp(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
                   order=2, sde=False, solver_type="midpoint",
                   lower_order_final=True, spacing=None, t_end=None,
-                  final_step_to_zero=True, rho=7.0):
+                  final_step_to_zero=True, rho=7.0, timesteps=None):
   """DPM-Solver++ multistep in data prediction: 2M, 3M, and SDE-DPM-Solver++ (Lu et al. 2022b).
 
   ODE 2M (MATH.md): r = h_{i-1}/h, D = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1},
@@ -545,7 +552,8 @@ def dpm_solver_pp(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   order = _check_order(order)
   solver_type = _check_choice("solver_type", solver_type, _SOLVER_TYPES)
   sde = samplers_lib.check_bool("sde", sde)
-  grid = _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero)
+  grid = _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero,
+               timesteps)
   n_ode = _n_ode(grid)
   orders = order_schedule(num_steps, order, lower_order_final=lower_order_final,
                           final_step_to_zero=final_step_to_zero)[:n_ode]
@@ -570,7 +578,7 @@ def dpm_solver_pp_nfe(num_steps, *, order=2, **options):
 def unipc(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", order=3,
           variant="bh2", use_corrector=True, corrected_final=True,
           lower_order_final=True, spacing=None, t_end=None,
-          final_step_to_zero=True, rho=7.0):
+          final_step_to_zero=True, rho=7.0, timesteps=None):
   """UniPC: unified predictor-corrector, data prediction (Zhao et al. 2023).
 
   Predictor UniP-p and corrector UniC-p with B(h) = expm1(-h) ("bh2") or -h
@@ -588,7 +596,8 @@ def unipc(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", order=3,
   variant = _check_choice("variant", variant, _UNIPC_VARIANTS)
   use_corrector = samplers_lib.check_bool("use_corrector", use_corrector)
   corrected_final = samplers_lib.check_bool("corrected_final", corrected_final)
-  grid = _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero)
+  grid = _grid(schedule, num_steps, spacing, t_end, rho, final_step_to_zero,
+               timesteps)
   n_ode = _n_ode(grid)
   orders = order_schedule(num_steps, order, lower_order_final=lower_order_final,
                           final_step_to_zero=final_step_to_zero)[:n_ode]

@@ -76,17 +76,19 @@ def _is_zero(value):
 
 
 def noise_levels(schedule, num_steps, *, spacing=DEFAULT_SPACING, rho=7.0, t_end=None,
-                 final_step_to_zero=True):
+                 final_step_to_zero=True, timesteps=None):
   """The step grid (t, s) of the Karras samplers: times t_i and noise levels s_i = sigma/alpha.
 
   Returns (t, s), each of shape (num_steps + 1,), strictly decreasing from
   t_0 = 1: the grid of `samplers.sampling_grid` (N model times from t = 1 to
   t_end = schedule.t_min, then clean data), with s_i = schedule.edm_sigma(t_i)
   and s_N = 0 when final_step_to_zero (also for VE, where no t has s = 0; the
-  model is never called there).
+  model is never called there). `timesteps`: explicit evaluation times
+  (samplers.sampling_grid).
   """
   grid = samplers_lib.sampling_grid(schedule, num_steps, spacing=spacing, t_end=t_end,
-                                    final_step_to_zero=final_step_to_zero, rho=rho)
+                                    final_step_to_zero=final_step_to_zero, rho=rho,
+                                    timesteps=timesteps)
   s = schedule.edm_sigma(grid.t).astype(jnp.float32)
   if grid.final_step_to_zero:
     s = s.at[-1].set(0.0)
@@ -125,7 +127,7 @@ def _finish(y, schedule, t_last, final_step_to_zero):
 # Samplers.
 # -----------------------------------------------------------------------------
 def euler(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
-          spacing=DEFAULT_SPACING, rho=7.0, t_end=None, final_step_to_zero=True):
+          spacing=DEFAULT_SPACING, rho=7.0, t_end=None, final_step_to_zero=True, timesteps=None):
   """Euler sampler for the probability-flow ODE in VE form (Karras et al. 2022, Algorithm 1).
 
   y_{i+1} = y_i + (s_{i+1} - s_i) d_i,   d_i = (y_i - D(y_i; s_i))/s_i = eps_hat(alpha_i y_i, t_i),
@@ -137,7 +139,7 @@ def euler(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   n = samplers_lib.check_num_steps(num_steps)
   x_T = _check_x(x_T)
   t, s = noise_levels(schedule, n, spacing=spacing, rho=rho, t_end=t_end,
-                      final_step_to_zero=final_step_to_zero)
+                      final_step_to_zero=final_step_to_zero, timesteps=timesteps)
   eps_at = _eps_fn(model_fn, schedule, prediction)
 
   def step(y, inputs):
@@ -150,7 +152,7 @@ def euler(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
 
 
 def heun(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
-         spacing=DEFAULT_SPACING, rho=7.0, t_end=None, final_step_to_zero=True,
+         spacing=DEFAULT_SPACING, rho=7.0, t_end=None, final_step_to_zero=True, timesteps=None,
          s_churn=0.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.0):
   """EDM sampler: Heun's method with optional churn (Karras et al. 2022, Algorithm 2).
 
@@ -174,7 +176,7 @@ def heun(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   if stochastic and key is None:
     raise ValueError("key must be a PRNG key when s_churn > 0 (heun with churn is stochastic)")
   t, s = noise_levels(schedule, n, spacing=spacing, rho=rho, t_end=t_end,
-                      final_step_to_zero=final_step_to_zero)
+                      final_step_to_zero=final_step_to_zero, timesteps=timesteps)
   eps_at = _eps_fn(model_fn, schedule, prediction)
   s_cur = s[:-1]
   s_top = schedule.edm_sigma(jnp.float32(schedule.t_max))
@@ -213,7 +215,7 @@ def heun(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
 
 
 def euler_ancestral(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
-                    spacing=DEFAULT_SPACING, rho=7.0, t_end=None, final_step_to_zero=True,
+                    spacing=DEFAULT_SPACING, rho=7.0, t_end=None, final_step_to_zero=True, timesteps=None,
                     eta=1.0, s_noise=1.0):
   """Ancestral Euler sampler (k-diffusion's sample_euler_ancestral, in the VE form of Karras et al. 2022).
 
@@ -232,7 +234,7 @@ def euler_ancestral(key, model_fn, x_T, schedule, *, num_steps, prediction="eps"
   if stochastic and key is None:
     raise ValueError("key must be a PRNG key when eta > 0 (euler_ancestral is stochastic)")
   t, s = noise_levels(schedule, n, spacing=spacing, rho=rho, t_end=t_end,
-                      final_step_to_zero=final_step_to_zero)
+                      final_step_to_zero=final_step_to_zero, timesteps=timesteps)
   eps_at = _eps_fn(model_fn, schedule, prediction)
   s_cur, s_next = s[:-1], s[1:]
   s_up = jnp.minimum(s_next, eta * jnp.sqrt(

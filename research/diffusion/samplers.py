@@ -48,6 +48,14 @@ grid25, random mixtures; linear discrete schedule, T = 1000; README table):
   the error is 1.05-3.4x larger); for N >= 48 the rule gives t_min. Pass
   t_end=schedule.t_min to keep every step down to the smallest trained time.
 
+Explicit grids: every sampler of this module, dpm_solvers.py and karras.py also
+takes `timesteps=` (the N evaluation times t_0 = 1 > ... > t_{N-1} > 0,
+`sampling_grid`), which replaces spacing, rho and the t_end rule. The fixed
+defaults above were tuned on data of scale ~1; when the data scale differs (e.g.
+mixture means ~ N(0, 9 I), whose trajectories separate at lower SNR) the
+model-calibrated grid of research.diffusion.steps, passed as `timesteps=`, is
+much more accurate per NFE (README sampler benchmark).
+
 Registry: NAMES, get(name), nfe(name, num_steps, **options), register(...).
 """
 from __future__ import annotations
@@ -81,6 +89,7 @@ __all__ = [
     "predict_x0_eps",
     "predict",
     "sampling_grid",
+    "check_timesteps",
     "default_t_end",
     "resolve_t_end",
     "is_concrete",
@@ -248,8 +257,13 @@ def resolve_t_end(schedule, num_steps, t_end, spacing, final_step_to_zero):
 
 
 def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
-                  final_step_to_zero=True, rho=7.0) -> StepGrid:
+                  final_step_to_zero=True, rho=7.0, timesteps=None) -> StepGrid:
   """The N + 1 points of an N-step sampler (see the module docstring).
+
+  timesteps: explicit evaluation times instead of a spacing (e.g. a grid from
+  research.diffusion.steps): a 1-D array of N strictly decreasing times in (0, 1]
+  (N + 1 with final_step_to_zero=False), normally starting at t = 1; it
+  replaces spacing, rho and the t_end rule (t_end must then be None).
 
   final_step_to_zero: N evaluation times from t = 1 to t_end (continuous spacings:
   schedules.timesteps(schedule, N - 1, spacing, t_end=t_end); diffusers'
@@ -267,6 +281,13 @@ def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
   """
   num_steps = check_num_steps(num_steps)
   final_step_to_zero = check_bool("final_step_to_zero", final_step_to_zero)
+  n_eval = num_steps if final_step_to_zero else num_steps + 1
+  if timesteps is not None:
+    if t_end is not None:
+      raise ValueError(f"t_end cannot be set together with timesteps (the last"
+                       f" time is timesteps[-1]), got t_end={t_end!r}")
+    values = list(_explicit_times(schedule, timesteps, n_eval, final_step_to_zero))
+    return _finish_grid(values, final_step_to_zero)
   spacing = default_spacing(schedule) if spacing is None else spacing
   if spacing not in schedules_lib.SPACINGS:
     raise ValueError(f"unknown spacing={spacing!r}; valid spacings:"
@@ -283,11 +304,15 @@ def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
           f"t_end must be > 0 without a final step to clean data (lambda(0) ="
           f" inf); use final_step_to_zero=True to land on clean data, got"
           f" t_end={t_end!r}")
-  n_eval = num_steps if final_step_to_zero else num_steps + 1
   if not discrete and n_eval > 1:
     # Validates spacing, rho and t_end eagerly (outside the compiled helper).
     schedules_lib.timesteps(schedule, 1, spacing, rho=rho, t_end=t_end)
   values = list(_eval_times(schedule, n_eval, spacing, float(rho), t_end))
+  return _finish_grid(values, final_step_to_zero)
+
+
+def _finish_grid(values, final_step_to_zero):
+  """StepGrid from (t, alpha, sigma, log_snr) at the evaluation times (+ clean data)."""
   if is_concrete(*values):
     xp = np
     values = [np.asarray(v, np.float64) for v in values]
@@ -299,6 +324,40 @@ def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
     values = [xp.concatenate([v, xp.full((1,), c, v.dtype)])
               for v, c in zip(values, clean)]
   return StepGrid(*values, final_step_to_zero)
+
+
+def check_timesteps(timesteps, n_eval, final_step_to_zero=True):
+  """Validates explicit evaluation times: 1-D, n_eval of them, strictly decreasing in (0, 1].
+
+  Concrete times are returned as float64 numpy (rounded to float32, the times the
+  model sees); traced ones as float32 jax arrays (only the shape is checked).
+  """
+  if is_concrete(timesteps):
+    t = np.asarray(timesteps, np.float64)
+    if t.ndim != 1 or t.shape[0] != n_eval:
+      raise ValueError(
+          f"timesteps must be a 1-D array of {n_eval} times (num_steps"
+          f"{'' if final_step_to_zero else ' + 1'} with final_step_to_zero="
+          f"{final_step_to_zero}), got shape {t.shape}")
+    if not np.all(np.isfinite(t)) or np.any(t <= 0.0) or np.any(t > 1.0) \
+        or np.any(np.diff(t) >= 0.0):
+      raise ValueError(f"timesteps must be strictly decreasing times in (0, 1],"
+                       f" got timesteps={t.tolist()!r}")
+    return np.asarray(t, np.float32).astype(np.float64)
+  t = jnp.asarray(timesteps, jnp.float32)
+  if t.shape != (n_eval,):
+    raise ValueError(f"timesteps must be a 1-D array of {n_eval} times, got"
+                     f" shape {t.shape}")
+  return t
+
+
+def _explicit_times(schedule, timesteps, n_eval, final_step_to_zero):
+  """(t, alpha, sigma, log_snr) at explicit evaluation times."""
+  t = check_timesteps(timesteps, n_eval, final_step_to_zero)
+  if isinstance(t, np.ndarray) and is_concrete(*jax.tree_util.tree_leaves(schedule)):
+    return (t,) + _schedule_map(schedule, "alpha_sigma_log_snr", t)
+  t = jnp.asarray(t, jnp.float32)
+  return t, schedule.alpha(t), schedule.sigma(t), schedule.log_snr(t)
 
 
 def _eval_times(schedule, n_eval, spacing, rho, t_end):
@@ -392,7 +451,7 @@ def to_device(*arrays):
 # DDPM (ancestral sampling).
 # ----------------------------------------------------------------------------
 def ddpm(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
-         spacing=None, t_end=None, rho=7.0):
+         spacing=None, t_end=None, rho=7.0, timesteps=None):
   """Ancestral DDPM sampling with the posterior variance (Ho et al. 2020, eq. 6-7).
 
   On the (respaced) chain t_0 = 1 > ... > t_{N-1} > t_N = clean data, each step
@@ -407,16 +466,18 @@ def ddpm(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   respacing). The final step (to alpha = 1, sigma = 0) returns the posterior
   mean x0_pred with no noise. Default spacing: "linspace" for discrete
   schedules (num_steps = T is the full training chain 999, ..., 0), else
-  "time_uniform". NFE = num_steps.
+  "time_uniform"; `timesteps` gives the N evaluation times explicitly
+  (`sampling_grid`). NFE = num_steps.
   """
   num_steps = check_num_steps(num_steps)
   prediction = check_prediction(prediction)
   if spacing is None:
     spacing = "linspace" if schedule.is_discrete else "time_uniform"
-  if t_end is None and spacing not in schedules_lib.DISCRETE_SPACINGS:
+  if t_end is None and spacing not in schedules_lib.DISCRETE_SPACINGS \
+      and timesteps is None:
     t_end = schedule.t_min            # the whole chain, down to t_min
   grid = sampling_grid(schedule, num_steps, spacing=spacing, t_end=t_end,
-                       rho=rho, final_step_to_zero=True)
+                       rho=rho, final_step_to_zero=True, timesteps=timesteps)
   a, s, lam = grid.alpha, grid.sigma, grid.log_snr
   xp = array_module(a)
   ratio = xp.exp(2.0 * (lam[:-1] - lam[1:]))          # SNR(t)/SNR(s), 0 at the end
@@ -449,7 +510,8 @@ def ddpm_nfe(num_steps, **options):
 # DDIM.
 # ----------------------------------------------------------------------------
 def ddim(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", eta=0.0,
-         spacing=None, t_end=None, final_step_to_zero=True, rho=7.0):
+         spacing=None, t_end=None, final_step_to_zero=True, rho=7.0,
+         timesteps=None):
   """DDIM (Song, Meng & Ermon 2021, eq. 12 and 16), deterministic for eta = 0.
 
   From t to the next time s on the grid (prev from the actual time list):
@@ -461,15 +523,18 @@ def ddim(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", eta=0.0,
   with real noise z for eta > 0 (eta = 1 is DDPM's ancestral step with the
   posterior variance). eta = 0 is the exponential integrator DPM-Solver-1 (Lu
   et al. 2022), so it matches dpm_solver(order=1). The last step to clean data
-  gives x0_pred (final_step_to_zero). NFE = num_steps.
+  gives x0_pred (final_step_to_zero). `timesteps`: explicit evaluation times
+  (`sampling_grid`). NFE = num_steps.
   """
   num_steps = check_num_steps(num_steps)
   prediction = check_prediction(prediction)
   eta = check_eta(eta)
   spacing = DDIM_SPACING if spacing is None else spacing
-  t_end = resolve_t_end(schedule, num_steps, t_end, spacing, final_step_to_zero)
+  if timesteps is None:
+    t_end = resolve_t_end(schedule, num_steps, t_end, spacing, final_step_to_zero)
   grid = sampling_grid(schedule, num_steps, spacing=spacing, t_end=t_end,
-                       rho=rho, final_step_to_zero=final_step_to_zero)
+                       rho=rho, final_step_to_zero=final_step_to_zero,
+                       timesteps=timesteps)
   a, s, lam = grid.alpha, grid.sigma, grid.log_snr
   stochastic = isinstance(eta, jax.core.Tracer) or eta > 0.0
   xp = array_module(a) if not isinstance(eta, jax.core.Tracer) else jnp

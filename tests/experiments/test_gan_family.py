@@ -74,6 +74,8 @@ def test_js_gan_losses_match_the_formulas_and_sample_is_one_evaluation(loss):
     ("model.generator_activation", "gelu", "config.model.generator_activation"),
     ("sample.sampler", "euler", "config.sample.sampler"),
     ("optim_critic.lr", -1.0, "config.optim_critic.lr"),
+    ("model.kind", "unet", "config.model.kind"),
+    ("model.num_classes", 10, "config.model.num_classes"),   # the MLP GAN is unconditional
 ])
 def test_bad_config_raises_value_error_naming_the_field(field, value, match):
   c = _tiny(wgan_gp_toy)

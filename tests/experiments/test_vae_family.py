@@ -88,6 +88,8 @@ def test_toy_family_loss_sample_and_evaluate_without_the_trainer():
     ("vae.latent_dim", 0, "config.vae.latent_dim"),
     ("vae.capacity_steps", 0, "config.vae.capacity_steps"),
     ("sample.sampler", "rk4", "config.sample.sampler"),
+    ("vae.network", "transformer", "config.vae.network"),
+    ("data.pixel_range", "symmetric", "config.data.pixel_range"),   # Bernoulli needs [0, 1]
 ])
 def test_bad_configs_are_refused_before_compiling(field, value, match):
   c = _digits_config()

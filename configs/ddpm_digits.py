@@ -1,0 +1,49 @@
+"""Diffusion (DDPM, Ho et al. 2020) with a U-Net on scikit-learn's 8x8 digits, optionally
+class-conditional with classifier-free guidance (Ho & Salimans 2022).
+
+Usage: --config=configs/ddpm_digits.py:cond=true,guidance=2.0,steps=3000
+Arguments: dataset (digits | digits16 | digits_pad16 ...), cond (class-conditional with
+label dropout 0.1), guidance (CFG scale w at sampling; 1 = plain conditional), sampler,
+sample_steps, steps, batch, lr, channels, runlocal (a few steps, for tests).
+
+Data in [-1, 1]; cosine schedule (Nichol & Dhariwal 2021, T = 1000), eps-prediction,
+U-Net 32 channels x (1, 2), attention at 4x4, dropout 0.1, EMA 0.999; sampled with
+DPM-Solver++(2M) in 25 steps. A few minutes on 2 CPU cores.
+"""
+
+from configs import images
+from configs.common import base_config, parse_arg
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  a = parse_arg(arg, dataset="digits", cond=False, guidance=1.0, sampler="dpm_solver++",
+                sample_steps=25, steps=3000, batch=128, lr=1e-3, channels=32, runlocal=False)
+  c = base_config()
+  c.family = "diffusion"
+  c.data.name = a.dataset
+  c.data.pixel_range = "symmetric"
+  size = images.SHAPES[a.dataset][0]
+  c.model = images.unet(channels=a.channels, channel_mult=(1, 2), num_res_blocks=1,
+                        attention=(size // 2,), dropout=0.1, num_classes=10 if a.cond else 0)
+  c.diffusion = ml_collections.ConfigDict({
+      "schedule": "cosine", "num_train_steps": 1000, "prediction": "eps",
+      "weighting": "none", "t_sampler": "uniform", "min_snr_gamma": 5.0})
+  c.sample = ml_collections.ConfigDict({"sampler": a.sampler, "num_steps": a.sample_steps,
+                                        "guidance_scale": a.guidance,
+                                        "options": ml_collections.ConfigDict()})
+  c.train.num_steps = a.steps
+  c.train.batch_size = a.batch
+  c.train.checkpoint_every = 1000
+  c.train.log_every = 100
+  c.optim.schedule = "warmup_cosine"
+  c.optim.warmup_steps = 100
+  c.optim.lr = a.lr
+  c.optim.final_lr_fraction = 0.05
+  c.ema_decay = 0.999
+  c.eval.num_samples = 297        # the size of the held-out split: FD reference
+  c.eval.plot_samples = 64
+  if a.runlocal:
+    images.shrink_for_runlocal(c, steps=4)
+    c.train.batch_size = 32
+  return c
