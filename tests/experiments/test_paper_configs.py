@@ -14,6 +14,9 @@ from tests.experiments.helpers import REPO
 
 PAPER_CONFIGS = sorted(os.path.basename(p)[:-3]
                        for p in glob.glob(os.path.join(REPO, "configs", "*_cifar10.py")))
+# The default suite runs one paper config (compiling U-Net steps on 8 fake devices takes
+# 1-3 min per config on 2 cores); the others are marked slow (python -m pytest -m slow).
+_DEFAULT = ("ddpm_cifar10", "runlocal=true")
 CASES = [(name, "runlocal=true") for name in PAPER_CONFIGS]
 CASES += [("ddpm_cifar10", "runlocal=true,paper=edm"), ("ddpm_cifar10", "runlocal=true,paper=iddpm"),
           ("ddpm_cifar10", "runlocal=true,dataset=mnist,cond=true")]
@@ -25,7 +28,9 @@ def test_every_family_has_a_paper_config():
   assert {"diffusion", "flow_matching", "consistency"} <= families
 
 
-@pytest.mark.parametrize("name, arg", CASES, ids=[f"{n}:{a}" for n, a in CASES])
+@pytest.mark.parametrize("name, arg", [
+    c if c == _DEFAULT else pytest.param(*c, marks=pytest.mark.slow) for c in CASES],
+    ids=[f"{n}:{a}" for n, a in CASES])
 def test_runlocal_trains_two_steps_on_mock_data_on_8_devices(tmp_path, name, arg):
   from experiments import trainer
   assert jax.device_count() == 8
