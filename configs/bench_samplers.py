@@ -54,10 +54,11 @@ def get_config(arg=None):
       "w2_samples": 200 if a.quick else a.w2_samples,
       "ours": OURS[:4] if a.quick else OURS,
       # Labels of `ours` that also run on the model-calibrated grid (research.diffusion.steps).
-      "calibrate": ("dpm_solver-3 multistep",) if a.quick else ("unipc-3", "unipc-2"),
+      "calibrate": ("dpm_solver-3 multistep",) if a.quick else ("unipc-3",),
       "calibration": {
           "seed": 1234,               # calibration noise key (evaluation noise: key 0)
-          "num_samples": 256 if a.quick else 8192,
+          "num_samples": 512 if a.quick else 65536,
+          "num_focus": 64 if a.quick else 2048,
           "batch_size": 128 if a.quick else 1024,
           "num_iters": 30 if a.quick else 300,
           "reference_steps": 100 if a.quick else 500,

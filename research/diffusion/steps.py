@@ -29,19 +29,19 @@ log-SNR, so that every theta is a valid grid (strictly decreasing times):
     t_i = schedule.t_from_log_snr(lambda_i),  t_0 = 1.
 
 L is differentiated through the sampler (its per-step coefficients are computed
-from the traced grid in jax.numpy) and minimised with Adam from the best of a
-few fixed spacings (one run from each), on stratified minibatches that always contain the samples
-the best initial grid gets most wrong (L is dominated by the rare trajectories that
-end in the wrong mode; `calibrate_timesteps`). The whole optimisation is
-one compiled program (a lax.scan over iterations).
+from the traced grid in jax.numpy) and minimised with Adam, one run from each of
+a few fixed spacings, on stratified minibatches that always contain the samples
+the best fixed spacing gets most wrong (L is dominated by the rare trajectories
+that end in the wrong mode; `calibrate_timesteps`). Each run is one compiled
+program (a lax.scan over iterations).
 
 Cost (reported by `calibrate_timesteps` as `calibration_nfe`, network
 evaluations per calibration sample): reference_steps for the reference, one
 N-step solve per initial spacing and, per initial spacing, num_iters forward +
-backward passes of the N-step sampler on minibatches of num_focus + batch_size of the M samples
-(counted as 3 N evaluations each, the backward pass costing about two forward
-passes: ceil(3 N num_iters (num_focus + batch_size) / M) per sample), and two
-final N-step solves (the last and the averaged iterate).
+backward passes of the N-step sampler on minibatches of num_focus + batch_size
+of the M samples (counted as 3 N evaluations each, the backward pass costing
+about two forward passes: ceil(3 N num_iters (num_focus + batch_size) / M) per
+sample) and two final N-step solves (the last and the averaged iterate).
 """
 from __future__ import annotations
 
@@ -76,8 +76,8 @@ class CalibratedSteps(NamedTuple):
 
   timesteps: (N,) float32 evaluation times for the sampler's `timesteps=` option.
   loss: calibration mean squared distance to the reference at `timesteps`.
-  initial_loss: the same at the best initial spacing `init`.
-  init: name of the fixed spacing the optimisation started from.
+  initial_loss: the same at the best fixed spacing `init`.
+  init: name of the fixed spacing with the lowest calibration loss (the baseline).
   calibration_nfe: network evaluations spent per calibration sample (module docstring).
   num_samples: number of calibration samples M.
   """

@@ -40,8 +40,8 @@ def rmse(x, y):
 def calibrated(num_steps, order):
   return steps.calibrate_timesteps(
       jax.random.key(123), MODEL, SCHEDULE, (2,), num_steps, sampler="unipc",
-      sampler_options={"order": order}, num_samples=256, batch_size=128, num_iters=60,
-      reference_steps=200)
+      sampler_options={"order": order}, num_samples=256, num_focus=32, batch_size=128,
+      num_iters=60, reference_steps=200)
 
 
 # ----------------------------------------------------------------------------
@@ -117,6 +117,19 @@ def test_traced_timesteps_under_jit_and_grad(name, options):
   assert float(jnp.max(jnp.abs(grad))) > 0
 
 
+def test_calibration_loss_is_the_mean_squared_distance():
+  t = np.asarray(samplers.sampling_grid(SCHEDULE, 4, spacing="time_uniform").t[:-1])
+  target = closed_form_map(X_EVAL[:16])
+  value = steps.calibration_loss(MODEL, SCHEDULE, X_EVAL[:16], target, "unipc", t,
+                                 sampler_options={"order": 2})
+  x = samplers.get("unipc")(None, MODEL, X_EVAL[:16], SCHEDULE, num_steps=4, order=2, timesteps=t)
+  assert float(value) == pytest.approx(float(np.mean(np.sum((np.asarray(x) - target) ** 2, -1))),
+                                       rel=1e-5)
+  with pytest.raises(ValueError, match="sampler_options"):
+    steps.calibration_loss(MODEL, SCHEDULE, X_EVAL[:16], target, "unipc", t,
+                           sampler_options={"t_end": 0.1})
+
+
 def test_bad_timesteps():
   run = lambda ts, **kw: samplers.get("unipc")(None, MODEL, X_EVAL[:4], SCHEDULE, num_steps=3,
                                                timesteps=ts, **kw)
@@ -149,8 +162,9 @@ def test_calibrated_grid_properties():
   assert t[0] == 1.0 and np.all(np.diff(t) < 0) and t[-1] >= SCHEDULE.t_min - 1e-7
   assert result.loss <= result.initial_loss
   assert result.init in ("time_uniform", "time_quadratic", "logsnr_uniform")
-  # Reference 200 + 3 initial solves + (3 * 60 * 128 // 256 + 2) N-step passes, N = 5.
-  assert result.calibration_nfe == 200 + 3 * 5 + (3 * 60 * 128 // 256 + 2) * 5
+  # Reference 200 + 3 initial solves + per start (3 starts) ceil(3 * 60 iterations *
+  # (32 + 128) / 256) + 2 N-step passes, N = 5.
+  assert result.calibration_nfe == 200 + 3 * 5 + 3 * (int(np.ceil(3 * 60 * 160 / 256)) + 2) * 5
   assert result.num_samples == 256
 
 
@@ -171,8 +185,8 @@ def test_calibrated_grid_beats_fixed_spacings_on_a_closed_form_case(order):
 
 
 def test_calibration_is_deterministic_given_the_key():
-  kw = dict(sampler="ddim", num_samples=32, batch_size=16, num_iters=5, reference_steps=20,
-            init="time_uniform")
+  kw = dict(sampler="ddim", num_samples=32, num_focus=4, batch_size=16, num_iters=5,
+            reference_steps=20, init="time_uniform")
   a = steps.calibrate_timesteps(jax.random.key(5), MODEL, SCHEDULE, (2,), 4, **kw)
   b = steps.calibrate_timesteps(jax.random.key(5), MODEL, SCHEDULE, (2,), 4, **kw)
   np.testing.assert_array_equal(np.asarray(a.timesteps), np.asarray(b.timesteps))
@@ -183,8 +197,9 @@ def test_calibration_is_deterministic_given_the_key():
 def test_calibration_bad_inputs():
   call = lambda **kw: steps.calibrate_timesteps(
       jax.random.key(0), MODEL, SCHEDULE, kw.pop("shape", (2,)), kw.pop("num_steps", 4),
-      **{"num_samples": 8, "num_iters": 1, "reference_steps": 5, **kw})
+      **{"num_samples": 8, "num_focus": 2, "num_iters": 1, "reference_steps": 5, **kw})
   for kw, name in [({"num_steps": 0}, "num_steps"), ({"num_samples": 0}, "num_samples"),
+                   ({"num_focus": 8}, "num_focus"), ({"num_focus": -1}, "num_focus"),
                    ({"batch_size": 0}, "batch_size"), ({"num_iters": 0}, "num_iters"),
                    ({"reference_steps": 0}, "reference_steps"),
                    ({"learning_rate": -0.1}, "learning_rate"), ({"init": "leading"}, "init"),
