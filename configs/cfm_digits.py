@@ -29,18 +29,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                       "sigma_min": 1e-4})
   c.sample = ml_collections.ConfigDict({"sampler": a.sampler, "num_steps": a.sample_steps,
                                         "guidance_scale": a.guidance})
-  c.train.num_steps = a.steps
-  c.train.batch_size = a.batch
-  c.train.checkpoint_every = 1000
-  c.train.log_every = 100
-  c.optim.schedule = "warmup_cosine"
-  c.optim.warmup_steps = 100
-  c.optim.lr = a.lr
-  c.optim.final_lr_fraction = 0.05
-  c.ema_decay = 0.999
-  c.eval.num_samples = 297
-  c.eval.plot_samples = 64
-  if a.runlocal:
-    images.shrink_for_runlocal(c, steps=4)
-    c.train.batch_size = 32
-  return c
+  return images.digits_schedule(c, a)

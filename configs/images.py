@@ -37,6 +37,29 @@ def paper_unet(dataset: str, **overrides):
   return unet(channel_mult=mult, attention=attention, **overrides)
 
 
+def digits_schedule(c: ml_collections.ConfigDict, a) -> ml_collections.ConfigDict:
+  """The shared training / evaluation settings of the U-Net digits configs.
+
+  a: the parsed config argument (steps, batch, lr, runlocal). Warmup + cosine to 5% of
+  lr, EMA 0.999, evaluation on 297 samples (the held-out split: the FD reference).
+  """
+  c.train.num_steps = a.steps
+  c.train.batch_size = a.batch
+  c.train.checkpoint_every = 1000
+  c.train.log_every = 100
+  c.optim.schedule = "warmup_cosine"
+  c.optim.warmup_steps = 100
+  c.optim.lr = a.lr
+  c.optim.final_lr_fraction = 0.05
+  c.ema_decay = 0.999
+  c.eval.num_samples = 297
+  c.eval.plot_samples = 64
+  if a.runlocal:
+    shrink_for_runlocal(c, steps=4)
+    c.train.batch_size = 32
+  return c
+
+
 def shrink_for_runlocal(c: ml_collections.ConfigDict, *, steps: int = 2) -> ml_collections.ConfigDict:
   """A tiny network and a couple of steps: the `runlocal=true` variant of a paper config."""
   c.train.num_steps = steps

@@ -201,13 +201,7 @@ class Consistency:
   # -- training ---------------------------------------------------------------------
   def loss(self, params, batch, key):
     c, m = self.config.consistency, self.config.model
-    y = dropout_key = None
-    if self.conditional:
-      batch, y = batch
-      y = networks.drop_labels(jax.random.fold_in(key, 1), y, self.num_classes,
-                               m.get("label_dropout", 0.0))
-    if m.get("dropout", 0.0) > 0:
-      dropout_key = jax.random.fold_in(key, 2)
+    batch, y, dropout_key = networks.training_inputs(m, batch, key, self.num_classes)
     f_online = self.consistency_fn(params["online"], y, dropout_key)
     f_target = (f_online if self.mode == "ict"
                 else self.consistency_fn(params["target"], y, dropout_key))

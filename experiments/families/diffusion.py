@@ -146,13 +146,7 @@ class Diffusion:
 
   def loss(self, params, batch, key):
     d, m = self.config.diffusion, self.config.model
-    y = dropout_key = None
-    if self.conditional:
-      batch, y = batch
-      y = networks.drop_labels(jax.random.fold_in(key, 1), y, self.num_classes,
-                               m.get("label_dropout", 0.0))
-    if m.get("dropout", 0.0) > 0:
-      dropout_key = jax.random.fold_in(key, 2)
+    batch, y, dropout_key = networks.training_inputs(m, batch, key, self.num_classes)
     return diffusion_loss_lib.diffusion_loss(
         self.model_fn(params, y, dropout_key), key, batch, self.schedule, prediction=d.prediction,
         weighting=d.weighting, t_sampler=d.t_sampler, min_snr_gamma=d.min_snr_gamma)

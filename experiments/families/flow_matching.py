@@ -74,13 +74,7 @@ class FlowMatching:
   def loss(self, params, batch, key):
     flow, m = self.config.flow, self.config.model
     path_params = {"icfm": {"sigma": flow.sigma}, "lipman": {"sigma_min": flow.sigma_min}}
-    y = dropout_key = None
-    if self.conditional:
-      batch, y = batch
-      y = networks.drop_labels(jax.random.fold_in(key, 1), y, self.num_classes,
-                               m.get("label_dropout", 0.0))
-    if m.get("dropout", 0.0) > 0:
-      dropout_key = jax.random.fold_in(key, 2)
+    batch, y, dropout_key = networks.training_inputs(m, batch, key, self.num_classes)
     return cfm_loss(self.velocity_fn(params, y, dropout_key), key, batch, path=flow.path,
                     coupling=flow.coupling, **path_params.get(flow.path, {}))
 

@@ -107,6 +107,22 @@ def drop_labels(key: jax.Array, y: jax.Array, num_classes: int, rate: float) -> 
   return jnp.where(jax.random.bernoulli(key, rate, y.shape), num_classes, y)
 
 
+def training_inputs(model, batch, key: jax.Array, num_classes: int):
+  """(x, y, dropout_key) for one training loss call of a denoiser / velocity family.
+
+  Conditional models (num_classes > 0) get (x, labels) batches; each label becomes
+  the null label with probability model.label_dropout (key fold 1). The dropout key
+  (fold 2) is None unless model.dropout > 0. Unconditional: y is None.
+  """
+  y = dropout_key = None
+  if num_classes:
+    batch, y = batch
+    y = drop_labels(jax.random.fold_in(key, 1), y, num_classes, model.get("label_dropout", 0.0))
+  if model.get("dropout", 0.0) > 0:
+    dropout_key = jax.random.fold_in(key, 2)
+  return batch, y, dropout_key
+
+
 def default_labels(n: int, num_classes: int) -> jax.Array:
   """Labels 0, 1, ..., K-1, 0, 1, ... for n class-conditional samples."""
   return jnp.arange(n, dtype=jnp.int32) % num_classes
