@@ -216,10 +216,15 @@ def make_train_step(run: Run):
         params = trained if phase.group is None else {**params, phase.group: trained}
         return (params, opt_state), {**aux, "loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-      (params, opt_states[phase.name]), out = jax.lax.scan(
-          update, (params, opt_states[phase.name]), jnp.arange(phase.repeats))
-      last = jax.tree.map(lambda x: x[-1], out)
-      losses.append(out["loss"])
+      # A Python loop, not lax.scan: XLA:CPU runs convolution gradients inside a while
+      # loop ~14x slower (U-Net digits step 2.4 s -> 0.17 s); repeats are small (<= ~5).
+      carry, outs = (params, opt_states[phase.name]), []
+      for r in range(phase.repeats):
+        carry, out = update(carry, r)
+        outs.append(out)
+      params, opt_states[phase.name] = carry
+      last = outs[-1]
+      losses.append(jnp.stack([o["loss"] for o in outs]))
       prefix = "" if len(phases) == 1 else f"{phase.name}/"
       metrics.update({prefix + k: v for k, v in last.items()})
     if len(phases) > 1:
