@@ -45,6 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "t_sampler": "uniform", "min_snr_gamma": 5.0})
   c.sample = ml_collections.ConfigDict({"sampler": "ddpm", "num_steps": 1000,
                                         "guidance_scale": 1.0,
+                                        # Ho et al.'s and Nichol & Dhariwal's samplers clip
+                                        # x0 to [-1, 1] (clip_denoised); EDM does not
+                                        "clip_x0": "static" if a.paper != "edm" else "none",
                                         "options": ml_collections.ConfigDict()})
   c.train.batch_size = 128
   c.train.checkpoint_every = 10_000

@@ -66,6 +66,18 @@ def make_schedule(diffusion_config) -> schedules_lib.Schedule:
   return SCHEDULES[diffusion_config.schedule](diffusion_config.num_train_steps)
 
 
+CLIP_X0 = ("none", "static", "dynamic")
+
+
+def _check_clip_x0(clip_x0, data_config, name="clip_x0") -> None:
+  if clip_x0 not in CLIP_X0:
+    raise ValueError(f"{name} must be one of {CLIP_X0}, got {clip_x0!r}")
+  if clip_x0 != "none" and data_config.get("pixel_range") != "symmetric":
+    raise ValueError(f"{name}={clip_x0!r} clips x0 to [-1, 1]: it needs image data in [-1, 1] "
+                     f"(config.data.pixel_range = 'symmetric'), got pixel_range="
+                     f"{data_config.get('pixel_range')!r}")
+
+
 def _hashable(value):
   if isinstance(value, (list, tuple)):
     return tuple(_hashable(v) for v in value)
@@ -109,6 +121,7 @@ class Diffusion:
                        f"{s.sampler!r}: {e}") from None
     if not s.get("guidance_scale", 1.0) >= 0:
       raise ValueError(f"config.sample.guidance_scale must be >= 0, got {s.guidance_scale!r}")
+    _check_clip_x0(s.get("clip_x0", "none"), config.data, "config.sample.clip_x0")
 
   def __init__(self, config):
     self.config = config
@@ -158,8 +171,9 @@ class Diffusion:
     return {k: _hashable(v) for k, v in dict(self.config.sample.get("options", {})).items()}
 
   @functools.partial(jax.jit, static_argnames=("self", "n", "sampler", "num_steps", "options",
-                                                "guidance_scale"))
-  def _sample(self, params, key, n, sampler, num_steps, options, labels=None, guidance_scale=1.0):
+                                                "guidance_scale", "clip_x0"))
+  def _sample(self, params, key, n, sampler, num_steps, options, labels=None, guidance_scale=1.0,
+              clip_x0="none"):
     k_prior, k_sampler = jax.random.split(key)
     t_max = jnp.float32(self.schedule.t_max)
     scale = jnp.sqrt(self.schedule.alpha(t_max) ** 2 + self.schedule.sigma(t_max) ** 2)
@@ -171,6 +185,10 @@ class Diffusion:
       model_fn = guidance_lib.classifier_free_guidance(
           lambda x, t, y: self.model_fn(params, y)(x, t), labels,
           guidance_scale=guidance_scale, null_label=self.num_classes)
+    if clip_x0 == "static":   # on the guided output, as Imagen thresholds the guided x0
+      model_fn = guidance_lib.static_clipping(model_fn, self.schedule, prediction)
+    elif clip_x0 == "dynamic":
+      model_fn = guidance_lib.dynamic_thresholding(model_fn, self.schedule, prediction)
     need = _REQUIRED_PREDICTION.get(sampler)
     if need is not None and need != prediction:
       native = model_fn
@@ -185,12 +203,18 @@ class Diffusion:
                                  prediction=prediction, **dict(options))
 
   def sample(self, params, key, n: int, *, sampler: str | None = None,
-             num_steps: int | None = None, labels=None, guidance_scale: float | None = None):
+             num_steps: int | None = None, labels=None, guidance_scale: float | None = None,
+             clip_x0: str | None = None):
     """Draw n samples with `sampler` (default config.sample.sampler); returns (x, {"nfe": ...}).
 
     Conditional models: `labels` (n,) (default 0, 1, ..., K-1, 0, ...) and
     classifier-free guidance scale w (default config.sample.guidance_scale).
+    clip_x0 (default config.sample.clip_x0, "none"): "static" clips the model's
+    implied x0 to [-1, 1] at every network call (DDPM's clip_denoised), "dynamic"
+    applies Imagen's dynamic thresholding (p = 0.995); image data in [-1, 1] only.
     """
+    clip_x0 = self.config.sample.get("clip_x0", "none") if clip_x0 is None else clip_x0
+    _check_clip_x0(clip_x0, self.config.data)
     sampler = sampler or self.config.sample.sampler
     num_steps = num_steps or self.config.sample.num_steps
     if sampler not in samplers.NAMES:
@@ -210,7 +234,7 @@ class Diffusion:
       raise ValueError("labels / guidance_scale need a class-conditional model "
                        "(config.model.num_classes > 0)")
     x = self._sample(params, key, int(n), sampler, int(num_steps), tuple(sorted(options.items())),
-                     labels, w)
+                     labels, w, clip_x0)
     prediction = _REQUIRED_PREDICTION.get(sampler, self.prediction)
     nfe = samplers.nfe(sampler, num_steps, prediction=prediction, **options)
     passes = 1 if not self.conditional or w in (0.0, 1.0) else 2

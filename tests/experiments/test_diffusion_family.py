@@ -97,6 +97,8 @@ def test_other_schedules_and_predictions(schedule, prediction):
     ("diffusion.min_snr_gamma", 0.0, "config.diffusion.min_snr_gamma"),
     ("sample.sampler", "euler_maruyama_9000", "config.sample.sampler"),
     ("sample.num_steps", 0, "config.sample.num_steps"),
+    ("sample.clip_x0", "always", "config.sample.clip_x0"),
+    ("sample.clip_x0", "static", "pixel_range"),   # toy points are not images in [-1, 1]
 ])
 def test_config_errors_name_the_field(field, value, match):
   c = _config()

@@ -27,6 +27,21 @@ def test_conditional_digits_config_trains_and_reports_image_metrics(tmp_path, na
   assert 0.0 <= on_disk["class_accuracy"] <= 1.0
 
 
+@pytest.mark.parametrize("clip", ["static", "dynamic"])
+def test_clipped_diffusion_samples_stay_in_the_pixel_range(clip):
+  """An untrained network's eps is wrong everywhere: unclipped samples leave [-1, 1] far
+  behind, x0-clipped ones stay inside (clip_x0 is the config default for ddpm_digits)."""
+  config = importlib.import_module("configs.ddpm_digits").get_config(f"runlocal=true,clip={clip}")
+  run = trainer.build(config)
+  params = run.family.init(run.keys["init"])
+  x, _ = run.family.sample(params, run.keys["sample"], 8)
+  assert np.all(np.isfinite(x)) and np.abs(np.asarray(x)).max() <= 1.0 + 0.02
+  raw, _ = run.family.sample(params, run.keys["sample"], 8, clip_x0="none")
+  assert np.abs(np.asarray(raw)).max() > 2.0
+  with pytest.raises(ValueError, match="clip_x0"):
+    run.family.sample(params, run.keys["sample"], 8, clip_x0="sometimes")
+
+
 def test_labels_are_refused_by_an_unconditional_model():
   config = importlib.import_module("configs.ddpm_digits").get_config("runlocal=true")
   run = trainer.build(config)

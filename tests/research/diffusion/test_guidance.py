@@ -190,3 +190,55 @@ def test_percentile_is_a_quantile_in_unit_interval():
     guidance.dynamic_thresholding(lambda x, t: x, S.continuous_vp(), "eps", max_value=0.0)
   with pytest.raises(ValueError, match="prediction"):
     guidance.dynamic_thresholding(lambda x, t: x, S.continuous_vp(), "noise")
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "score"])
+def test_static_clipping_wrapper(prediction):
+  schedule = S.discrete_vp(S.cosine_betas(1000))
+  t = jnp.array([0.3, 0.999])
+  alpha, sigma = schedule.alpha(t)[:, None], schedule.sigma(t)[:, None]
+  rng = np.random.default_rng(2)
+  x0_true = jnp.asarray(np.stack([0.9 * np.tanh(rng.normal(size=64)),
+                                  3.0 * rng.normal(size=64)]), jnp.float32)
+  x = alpha * x0_true + sigma * jnp.asarray(rng.normal(size=(2, 64)), jnp.float32)
+
+  def model(x, t):   # a model whose implied x0 is x0_true
+    eps = (x - alpha * x0_true) / sigma
+    return P.convert(eps, x, schedule.alpha(t), schedule.sigma(t), source="eps",
+                     target=prediction)
+
+  out = jax.jit(guidance.static_clipping(model, schedule, prediction))(x, t)
+  x0_out = P.to_x0(out, x, schedule.alpha(t), schedule.sigma(t), prediction)
+  np.testing.assert_allclose(x0_out[0], x0_true[0], atol=1e-4)        # in range: unchanged
+  np.testing.assert_allclose(x0_out[1], np.clip(x0_true[1], -1, 1), atol=2e-3)
+  assert np.abs(np.asarray(x0_out)).max() <= 1.0 + 2e-3
+  half = jax.jit(guidance.static_clipping(model, schedule, prediction, max_value=0.5))(x, t)
+  x0_half = P.to_x0(half, x, schedule.alpha(t), schedule.sigma(t), prediction)
+  np.testing.assert_allclose(x0_half, np.clip(x0_true, -0.5, 0.5), atol=2e-3)
+
+
+def test_static_clipping_bounds_samples_of_any_model():
+  """Where alpha(t) is tiny (discrete cosine: alpha(T) = 4.9e-5) an eps error becomes a huge
+  x0 error; with x0 clipped, DDIM / DPM-Solver++ samples stay in [-1, 1] whatever the
+  network says (here a badly wrong eps-model), and without it they leave that range."""
+  from research.diffusion import samplers
+  schedule = S.discrete_vp(S.cosine_betas(1000))
+
+  def model(x, t):   # a badly wrong network
+    return 0.5 * x + 0.3 * jnp.sin(5.0 * x) + 0.2
+
+  x_T = jax.random.normal(jax.random.key(0), (64, 16))
+  for name in ("ddim", "dpm_solver++"):
+    run = lambda fn: samplers.get(name)(jax.random.key(1), fn, x_T, schedule, num_steps=10,
+                                        prediction="eps")
+    raw = np.asarray(run(model))
+    clipped = np.asarray(run(guidance.static_clipping(model, schedule, "eps")))
+    assert np.abs(raw).max() > 5.0, name
+    assert np.all(np.isfinite(clipped)) and np.abs(clipped).max() <= 1.0 + 0.02, name
+
+
+def test_static_clipping_rejects_bad_arguments():
+  with pytest.raises(ValueError, match="max_value"):
+    guidance.static_clipping(lambda x, t: x, S.continuous_vp(), "eps", max_value=0.0)
+  with pytest.raises(ValueError, match="prediction"):
+    guidance.static_clipping(lambda x, t: x, S.continuous_vp(), "noise")
