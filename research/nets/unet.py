@@ -47,6 +47,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from research.nets.mlp import sinusoidal_embedding
@@ -252,10 +253,12 @@ class UNet(nnx.Module):
     if y.shape != (batch,) or not jnp.issubdtype(y.dtype, jnp.integer):
       raise ValueError(f"y must be integer labels of shape (batch,) = ({batch},), "
                        f"got shape {y.shape} and dtype {y.dtype}")
-    if not isinstance(y, jax.core.Tracer) and bool(jnp.any((y < 0) | (y > self.num_classes))):
-      raise ValueError(f"y must lie in [0, num_classes] = [0, {self.num_classes}] "
-                       f"({self.num_classes} is the null class), got min {int(y.min())} "
-                       f"and max {int(y.max())}")
+    if not isinstance(y, jax.core.Tracer):   # concrete labels: check in numpy (jnp ops on them
+      labels = np.asarray(y)                 # would be staged inside an outer trace, e.g. a scan)
+      if np.any((labels < 0) | (labels > self.num_classes)):
+        raise ValueError(f"y must lie in [0, num_classes] = [0, {self.num_classes}] "
+                         f"({self.num_classes} is the null class), got min {labels.min()} "
+                         f"and max {labels.max()}")
     return emb + self.label_embed(y).astype(emb.dtype)
 
   def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None, *,

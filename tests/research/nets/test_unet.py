@@ -187,6 +187,23 @@ def test_bad_call_arguments_raise(model):
     jax.eval_shape(apply, fresh, x, 0.5, jnp.array([0.0, 1.0]))
 
 
+def test_concrete_labels_work_inside_an_outer_scan(model):
+  """Labels closed over by a sampler's lax.scan (the flow-matching ODE loop) are concrete but
+  jnp ops on them are staged there: the range check must not turn them into a bool."""
+  fresh, _, apply, _ = model
+  labels = jnp.array([0, 3])
+
+  def body(x, t):
+    return x - 0.1 * apply(fresh, x, t, labels), None
+
+  out, _ = jax.lax.scan(body, jnp.ones((2, 8, 8, 1)), jnp.linspace(0.9, 0.1, 3))
+  assert out.shape == (2, 8, 8, 1) and bool(jnp.all(jnp.isfinite(out)))
+  bad = jnp.array([0, 9])
+  with pytest.raises(ValueError, match=r"y must lie in \[0, num_classes\]"):
+    jax.lax.scan(lambda x, t: (apply(fresh, x, t, bad), None),
+                 jnp.ones((2, 8, 8, 1)), jnp.linspace(0.9, 0.1, 3))
+
+
 def test_ddpm_cifar10_configuration_has_the_papers_parameter_count():
   # Ho et al. 2020 report 35.7M parameters for their CIFAR-10 model: 128 channels, (1, 2, 2, 2),
   # two res blocks per level, attention at 16x16.
