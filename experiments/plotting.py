@@ -33,8 +33,9 @@ def scatter_samples(path: str, samples, reference=None, *, title: str = "") -> s
   return path
 
 
-def image_grid(path: str, images, *, title: str = "", columns: int = 8) -> str:
-  """Tile images (N, H, W, C) with values in [0, 1] into a grid PNG."""
+def tile_images(images, columns: int) -> np.ndarray:
+  """(N, H, W, C) images in [0, 1] -> one (rows (H+1) + 1, columns (W+1) + 1, C) canvas,
+  row-major, separated by 1-pixel white lines."""
   images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
   n, h, w, c = images.shape
   rows = -(-n // columns)
@@ -42,6 +43,13 @@ def image_grid(path: str, images, *, title: str = "", columns: int = 8) -> str:
   for i, img in enumerate(images):
     r, col = divmod(i, columns)
     canvas[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + col * (w + 1): 1 + col * (w + 1) + w] = img
+  return canvas
+
+
+def image_grid(path: str, images, *, title: str = "", columns: int = 8) -> str:
+  """Tile images (N, H, W, C) with values in [0, 1] into a grid PNG."""
+  canvas = tile_images(images, columns)
+  rows, c = -(-len(images) // columns), canvas.shape[-1]
   fig, ax = plt.subplots(figsize=(columns * 0.6 + 0.5, rows * 0.6 + 0.7))
   ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None,
             vmin=0.0, vmax=1.0, interpolation="nearest")

@@ -29,6 +29,8 @@ FIGURES: dict[str, tuple[str, str]] = {
                                      "grid25 over training"),
     "beta_vae": ("beta_vae", "beta-VAE on digits: 2-D latent space and decoded grid for "
                              "several beta"),
+    "cfg_sweep": ("cfg_sweep", "classifier-free guidance scale sweep on class-conditional "
+                               "digits DDPM: intra-class diversity vs class accuracy"),
     "consistency_vs_teacher": ("consistency_vs_teacher", "consistency models (iCT, CD) at 1 and "
                                                          "2 steps vs their diffusion teacher at "
                                                          "several NFE"),
