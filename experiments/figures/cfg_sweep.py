@@ -17,7 +17,8 @@ w = 0 unconditional, w = 1 the plain conditional model, w > 1 extrapolated. Labe
   FD / recall / coverage  against the held-out split (experiments.image_metrics.image_quality).
 
 Guidance trades diversity for fidelity: accuracy rises with w while intra-class spread and
-recall fall. Also a command for any conditional run directory:
+recall fall. Also a command for any class-conditional run on a digits data set (the
+features come from the digits classifier; the reference is the run's held-out split):
 
   python -m experiments.figures.cfg_sweep --workdir=RUN [--scales=0,1,2,4] [--seeds=3]
 """
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -158,20 +158,28 @@ def test_threshold_x0_matches_numpy_reference():
                              2 * x0[:1], rtol=1e-6)
 
 
+def _model_implying(x0_true, schedule, t, prediction, seed):
+  """(x_t, model): noisy inputs at times t and a model whose implied x0 is x0_true."""
+  alpha, sigma = schedule.alpha(t)[:, None], schedule.sigma(t)[:, None]
+  noise = jnp.asarray(np.random.default_rng(seed).normal(size=x0_true.shape), jnp.float32)
+  x = alpha * x0_true + sigma * noise
+
+  def model(x, t):
+    eps = (x - alpha * x0_true) / sigma
+    return P.convert(eps, x, schedule.alpha(t), schedule.sigma(t), source="eps",
+                     target=prediction)
+
+  return x, model
+
+
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 def test_dynamic_thresholding_wrapper(prediction):
   schedule = S.continuous_vp()
   t = jnp.array([0.3, 0.6])
-  alpha, sigma = schedule.alpha(t)[:, None], schedule.sigma(t)[:, None]
   rng = np.random.default_rng(1)
   x0_true = jnp.asarray(np.stack([0.8 * np.tanh(rng.normal(size=64)),
                                   4.0 * rng.normal(size=64)]), jnp.float32)
-  x = alpha * x0_true + sigma * jnp.asarray(rng.normal(size=(2, 64)), jnp.float32)
-
-  def model(x, t):   # a model whose implied x0 is x0_true
-    eps = (x - alpha * x0_true) / sigma
-    return P.convert(eps, x, schedule.alpha(t), schedule.sigma(t), source="eps",
-                     target=prediction)
+  x, model = _model_implying(x0_true, schedule, t, prediction, seed=11)
 
   wrapped = guidance.dynamic_thresholding(model, schedule, prediction)
   out = jax.jit(wrapped)(x, t)
@@ -196,16 +204,10 @@ def test_percentile_is_a_quantile_in_unit_interval():
 def test_static_clipping_wrapper(prediction):
   schedule = S.discrete_vp(S.cosine_betas(1000))
   t = jnp.array([0.3, 0.999])
-  alpha, sigma = schedule.alpha(t)[:, None], schedule.sigma(t)[:, None]
   rng = np.random.default_rng(2)
   x0_true = jnp.asarray(np.stack([0.9 * np.tanh(rng.normal(size=64)),
                                   3.0 * rng.normal(size=64)]), jnp.float32)
-  x = alpha * x0_true + sigma * jnp.asarray(rng.normal(size=(2, 64)), jnp.float32)
-
-  def model(x, t):   # a model whose implied x0 is x0_true
-    eps = (x - alpha * x0_true) / sigma
-    return P.convert(eps, x, schedule.alpha(t), schedule.sigma(t), source="eps",
-                     target=prediction)
+  x, model = _model_implying(x0_true, schedule, t, prediction, seed=12)
 
   out = jax.jit(guidance.static_clipping(model, schedule, prediction))(x, t)
   x0_out = P.to_x0(out, x, schedule.alpha(t), schedule.sigma(t), prediction)
