@@ -11,7 +11,7 @@ A path is a pair of pure functions over one example pair (x0, x1):
 
 and conditional flow matching regresses a network v(x_t, t) on u_t.
 
-Paths (see /work/shared/MATH.md, "Flow matching"):
+Paths (formulas: docs/math.md, "Flow matching"):
 
 * "icfm"    (Tong et al. 2023, I-CFM; sigma = 0 is the rectified-flow /
              stochastic-interpolant line of Liu et al. 2023 and Albergo &

@@ -79,7 +79,7 @@ def bernoulli_log_likelihood(x, logits, event_ndim: int = 1):
   """log p(x|l) of independent Bernoullis in logits, summed over the event axes.
 
   log p(x|l) = sum_j [x_j log_sigmoid(l_j) + (1 - x_j) log_sigmoid(-l_j)]
-  (MATH.md "VAE"). Written with log_sigmoid, never log(1 - sigmoid(l)), so it stays
+  (docs/math.md, "VAE"). Written with log_sigmoid, never log(1 - sigmoid(l)), so it stays
   finite for |l| ~ 1e4 in float32. x may lie in [0, 1] (the usual relaxation for
   grey-scale pixels); x and logits broadcast.
   """

@@ -5,10 +5,8 @@ JAX and jittable (integer options static), and need no pretrained weights, so
 they work offline on toy and low-dimensional data.
 
   * `wasserstein2`       exact W2 between equal-size sets (optimal assignment).
-                         Cost: the Hungarian algorithm is O(n^3); on a busy
-                         2-core CPU (float32, d = 2, after compilation) one
-                         call took about 0.3-0.4 s for n = 500, 2 s for
-                         n = 1000 and 16-18 s for n = 2000, matching scipy's
+                         Cost: the Hungarian algorithm is O(n^3) (timings in
+                         docs/library.md); it matches scipy's
                          linear_sum_assignment to 1e-6. Prefer
                          `sliced_wasserstein`, `mmd` or `energy_distance` for
                          larger sets.

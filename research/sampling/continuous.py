@@ -1,7 +1,7 @@
 """Samplers for continuous distributions from explicit PRNG keys.
 
 Every function takes ``key`` first, is pure, jittable and vmappable, and returns
-float32. Formulas (see /work/shared/MATH.md, "Sampling primitives"):
+float32. Formulas (see docs/math.md, "Sampling primitives"):
 
 * Box-Muller (Box & Muller 1958): z1 = sqrt(-2 ln u1) cos(2 pi u2),
   z2 = sqrt(-2 ln u1) sin(2 pi u2), u1 in (0, 1] so ln u1 is finite.

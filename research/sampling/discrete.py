@@ -3,7 +3,7 @@
 The last axis is always the vocabulary / category axis; leading axes are batch.
 Removed entries of a filtered logit vector are set to -inf. All functions are
 pure, jittable and vmappable; random ones take ``key`` first. Formulas
-(/work/shared/MATH.md, "Sampling primitives"):
+(docs/math.md, "Sampling primitives"):
 
 * CDF inversion: k = min{k : cumsum(p)_k >= u}, u ~ U(0, 1) (Devroye 1986).
 * Gumbel-max: argmax_k(logits_k + g_k), g = -log(-log u) (Gumbel 1954;
