@@ -33,26 +33,46 @@ def scatter_samples(path: str, samples, reference=None, *, title: str = "") -> s
   return path
 
 
-def tile_images(images, columns: int) -> np.ndarray:
-  """(N, H, W, C) images in [0, 1] -> one (rows (H+1) + 1, columns (W+1) + 1, C) canvas,
-  row-major, separated by 1-pixel white lines."""
-  images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
-  n, h, w, c = images.shape
-  rows = -(-n // columns)
-  canvas = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, c), np.float32)
+def tile_images(images, columns: int, *, pad: float = 1.0, border: bool = True,
+                clip: bool = True, squeeze: bool = False) -> np.ndarray:
+  """Tile images row-major into one canvas with 1-pixel lines of value `pad` between them.
+
+  images: (N, H, W, C) or (N, H, W) (grey, no channel axis); the canvas is
+  (rows (H+1) + 1, columns (W+1) + 1[, C]) with rows = ceil(N / columns), or
+  (rows (H+1) - 1, columns (W+1) - 1[, C]) without the outer `border` line. Empty
+  slots of the last row hold `pad` too. clip: clip the images to [0, 1] first;
+  squeeze: drop a single channel axis (C = 1 -> a 2-D canvas). The defaults draw
+  white lines around images in [0, 1]; pad=0, border=False, squeeze=True gives the
+  dark-on-white (gray_r) layout of 2-D grey canvases.
+  """
+  images = np.asarray(images, np.float32)
+  if images.ndim not in (3, 4):
+    raise ValueError(f"images must be (N, H, W) or (N, H, W, C), got shape {images.shape}")
+  if images.shape[0] == 0:
+    raise ValueError("images must hold at least one image, got N = 0")
+  if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
+    raise ValueError(f"columns must be an integer >= 1, got {columns!r}")
+  if clip:
+    images = np.clip(images, 0.0, 1.0)
+  if squeeze and images.ndim == 4 and images.shape[-1] == 1:
+    images = images[..., 0]
+  n, h, w = images.shape[:3]
+  rows, edge = -(-n // columns), 1 if border else 0
+  canvas = np.full((rows * (h + 1) - 1 + 2 * edge, columns * (w + 1) - 1 + 2 * edge,
+                    *images.shape[3:]), pad, np.float32)
   for i, img in enumerate(images):
     r, col = divmod(i, columns)
-    canvas[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + col * (w + 1): 1 + col * (w + 1) + w] = img
+    top, left = edge + r * (h + 1), edge + col * (w + 1)
+    canvas[top: top + h, left: left + w] = img
   return canvas
 
 
 def image_grid(path: str, images, *, title: str = "", columns: int = 8) -> str:
-  """Tile images (N, H, W, C) with values in [0, 1] into a grid PNG."""
-  canvas = tile_images(images, columns)
-  rows, c = -(-len(images) // columns), canvas.shape[-1]
+  """Tile images (N, H, W[, C]) with values in [0, 1] into a grid PNG (grey: white on black)."""
+  canvas = tile_images(images, columns, squeeze=True)
+  rows, grey = -(-len(images) // columns), canvas.ndim == 2
   fig, ax = plt.subplots(figsize=(columns * 0.6 + 0.5, rows * 0.6 + 0.7))
-  ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None,
-            vmin=0.0, vmax=1.0, interpolation="nearest")
+  ax.imshow(canvas, cmap="gray" if grey else None, vmin=0.0, vmax=1.0, interpolation="nearest")
   ax.axis("off")
   if title:
     ax.set_title(title, fontsize=8)
