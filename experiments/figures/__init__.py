@@ -1,20 +1,23 @@
 """The paper-figure gallery: NAME -> module with run(out_dir, *, quick) -> summary dict.
 
-Every module writes out_dir/NAME.png and out_dir/NAME.json (the plotted data);
-figures that need trained models cache them under out_dir/_work/NAME[_quick]
-(experiments.figures.common.train_cached). `python -m launch.figures --list`
-prints the names below with their descriptions; `python -m launch.figures NAME
-[--quick] [--out=figures]` regenerates one.
+Every module writes out_dir/NAME.png and out_dir/NAME.json (the plotted data, through
+experiments.figures.common.write_outputs); figures that need trained models cache them
+under out_dir/_work/NAME[_quick] (experiments.figures.common.train_cached). The figures
+run through `python -m launch.figures` only: `--list` prints the names below with their
+descriptions, `NAME [--quick] [--out=DIR]` regenerates one (`output_dir` says where).
 """
 
 from __future__ import annotations
 
 import importlib
 
+GALLERY = "figures"                  # the committed gallery (README.md's images)
+QUICK_OUT = "workdirs/figures_quick"  # --quick previews: never over the gallery
+
 # NAME -> (module under experiments.figures, one-line description), in gallery order.
 FIGURES: dict[str, tuple[str, str]] = {
-    "primitives": ("primitives", "Box-Muller vs N(0,1); temperature, top-k, top-p on MATH.md's "
-                                 "example logits; Gumbel-softmax for several tau"),
+    "primitives": ("primitives", "Box-Muller vs N(0,1); temperature, top-k, top-p on the "
+                                 "example logits of docs/math.md; Gumbel-softmax for several tau"),
     "gradient_variance": ("gradient_variance", "reparameterised vs score-function gradient "
                                                "variance as the number of samples n grows"),
     "forward_diffusion": ("forward_diffusion", "marginals of x_t at t = 0, 250, 500, 750, 999 "
@@ -59,6 +62,19 @@ def get(name: str):
   """The module of figure `name` (it has run(out_dir, *, quick) -> dict)."""
   _check(name)
   return importlib.import_module(f"experiments.figures.{FIGURES[name][0]}")
+
+
+def output_dir(out: str | None = None, *, quick: bool = False, workdir: str | None = None) -> str:
+  """Where launch.figures writes: `out` when given; else the evaluated run's `workdir`
+  (cfg_sweep --workdir); else QUICK_OUT with --quick (quick figures never replace the
+  gallery's images) and GALLERY without."""
+  if out is not None and not isinstance(out, str):
+    raise ValueError(f"out must be a directory path or None, got {out!r}")
+  if out:
+    return out
+  if workdir:
+    return workdir
+  return QUICK_OUT if quick else GALLERY
 
 
 def run(name: str, out_dir: str = "figures", *, quick: bool = False) -> dict:

@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import vae_digits
-from experiments import sampling
+from experiments import plotting, sampling
 from experiments.figures import common
 
 NAME = "beta_vae"
 BETAS = (0.5, 1.0, 4.0)
-QUICK_BETAS = (0.5, 4.0)   # each VAE run costs ~8-14 s of compiles (train step + evaluation)
+QUICK_BETAS = (0.5, 4.0)
 METRICS = ("test_neg_elbo", "test_recon", "test_kl", "active_units")
 
 
@@ -58,16 +58,6 @@ def latent_and_grid(workdir: str, grid_size: int) -> dict:
           "step": int(np.asarray(state["step"]))}
 
 
-def _tile(images: np.ndarray, columns: int) -> np.ndarray:
-  n, h, w = images.shape
-  rows = -(-n // columns)
-  canvas = np.full((rows * (h + 1) - 1, columns * (w + 1) - 1), 0.25)   # light grey lines
-  for i, img in enumerate(images):
-    r, c = divmod(i, columns)
-    canvas[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = img
-  return canvas
-
-
 def plot(path: str, panels: list[dict], grid_size: int) -> str:
   """Top row: latent scatters; bottom row: decoded grids; one column per beta."""
   import matplotlib.pyplot as plt
@@ -83,20 +73,18 @@ def plot(path: str, panels: list[dict], grid_size: int) -> str:
     ax.title.set_fontsize(9)
     ax.set_aspect("equal")
     ax = axes[1][col]
-    ax.imshow(_tile(np.asarray(p["grid"]), grid_size), cmap="gray_r", vmin=0, vmax=1)
+    canvas = plotting.tile_images(p["grid"], grid_size, pad=0.25, border=False)  # grey lines
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
     ax.set_title(f"decoded N(0,1) quantile grid, beta = {p['beta']:g}", fontsize=9)
     ax.axis("off")
   fig.colorbar(points, ax=axes[0].tolist(), ticks=range(10), label="digit", shrink=0.8)
   fig.suptitle("beta-VAE, 2-D latent, binarized 8x8 digits (held-out posterior means; "
                "Bernoulli means of the decoder)", fontsize=10)
-  fig.savefig(path, dpi=100, bbox_inches="tight")
-  plt.close(fig)
-  return path
+  return common.save_figure(fig, path, tight=False, bbox_inches="tight")
 
 
 def run(out_dir: str, *, quick: bool) -> dict:
   """Train / reuse one VAE per beta, then compute and draw out_dir/beta_vae.{png,json}."""
-  png, json_path = common.paths(out_dir, NAME)
   root = common.work_root(out_dir, NAME, quick)
   grid_size = 10 if quick else 15
   betas = QUICK_BETAS if quick else BETAS
@@ -107,8 +95,8 @@ def run(out_dir: str, *, quick: bool) -> dict:
     panels.append({"beta": beta, "workdir": workdir, "reused": summary["reused"],
                    "metrics": {k: summary[k] for k in METRICS},
                    **latent_and_grid(workdir, grid_size)})
-  common.write_json(json_path, {"betas": betas, "grid_size": grid_size, "panels": panels})
-  plot(png, panels, grid_size)
-  return {"png": png, "json": json_path,
+  data = {"betas": betas, "grid_size": grid_size, "panels": panels}
+  outputs = common.write_outputs(out_dir, NAME, data, lambda png: plot(png, panels, grid_size))
+  return {**outputs,
           "test_kl": {str(p["beta"]): p["metrics"]["test_kl"] for p in panels},
           "test_recon": {str(p["beta"]): p["metrics"]["test_recon"] for p in panels}}

@@ -17,15 +17,14 @@ w = 0 unconditional, w = 1 the plain conditional model, w > 1 extrapolated. Labe
   FD / recall / coverage  against the held-out split (experiments.image_metrics.image_quality).
 
 Guidance trades diversity for fidelity: accuracy rises with w while intra-class spread and
-recall fall. Also a command for any class-conditional run on a digits data set (the
-features come from the digits classifier; the reference is the run's held-out split):
+recall fall. `run_workdir` sweeps any class-conditional run on a digits data set instead
+(the features come from the digits classifier; the reference is the run's held-out split):
 
-  python -m experiments.figures.cfg_sweep --workdir=RUN [--scales=0,1,2,4] [--seeds=3]
+  python -m launch.figures cfg_sweep --workdir=RUN [--scales=0,1,2,4] [--seeds=3]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import jax.numpy as jnp
@@ -42,8 +41,7 @@ METRICS = ("class_accuracy", "intra_class_spread", "fd", "recall", "coverage", "
 
 
 def make_config(quick: bool):
-  """configs/ddpm_digits.py:cond=true (a 16-channel U-Net, batch 64, 1000 steps when quick:
-  labels are barely learnt by then, class accuracy ~0.1 at w = 1 and ~0.2 at w = 4)."""
+  """configs/ddpm_digits.py:cond=true (a 16-channel U-Net, batch 64, 1000 steps when quick)."""
   if not quick:
     return ddpm_digits.get_config("cond=true")
   config = ddpm_digits.get_config("cond=true,channels=16,batch=64,steps=1000")
@@ -153,10 +151,7 @@ def plot(path: str, result: dict) -> str:
     ax.set(xticks=[], yticks=[], title=f"w = {float(key):g} (rows: labels 0-9)")
   fig.suptitle(f"classifier-free guidance on conditional digits DDPM (step {result['step']}, "
                f"{result['num_samples']} samples per w)", fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return common.save_figure(fig, path)
 
 
 def table(result: dict) -> str:
@@ -169,39 +164,29 @@ def table(result: dict) -> str:
   return "\n".join(lines)
 
 
-def run(out_dir: str, *, quick: bool) -> dict:
-  """Train / reuse the conditional digits DDPM, sweep w, write out_dir/cfg_sweep.{png,json}."""
-  png, json_path = common.paths(out_dir, NAME)
-  workdir = os.path.join(common.work_root(out_dir, NAME, quick), "ddpm_digits_cond")
-  reused = common.train_cached(make_config(quick), workdir)["reused"]
-  result = sweep(workdir, QUICK_SCALES if quick else SCALES,
-                 num_samples=100 if quick else 1000, seeds=1 if quick else 3)
-  result.update(quick=quick, reused=reused)
-  common.write_json(json_path, result)
-  plot(png, result)
-  return {"png": png, "json": json_path, "reused": reused,
+def _summary(outputs: dict, result: dict) -> dict:
+  return {**outputs, "reused": result.get("reused"),
           "class_accuracy": {r["scale"]: round(r["class_accuracy_mean"], 3)
                              for r in result["rows"]},
           "intra_class_spread": {r["scale"]: round(r["intra_class_spread_mean"], 3)
                                  for r in result["rows"]}}
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--workdir", required=True, help="a class-conditional run directory")
-  p.add_argument("--scales", default="0,1,2,4")
-  p.add_argument("--num_samples", type=int, default=1000)
-  p.add_argument("--seeds", type=int, default=3)
-  p.add_argument("--out", default=None, help="write OUT.json and OUT.png too")
-  args = p.parse_args()
-  scales = tuple(float(s) for s in args.scales.split(","))
-  result = sweep(args.workdir, scales, num_samples=args.num_samples, seeds=args.seeds)
-  print(table(result))
-  if args.out:
-    common.write_json(args.out + ".json", result)
-    plot(args.out + ".png", result)
-    print(f"wrote {args.out}.json / .png")
+def run(out_dir: str, *, quick: bool) -> dict:
+  """Train / reuse the conditional digits DDPM, sweep w, write out_dir/cfg_sweep.{png,json}."""
+  workdir = os.path.join(common.work_root(out_dir, NAME, quick), "ddpm_digits_cond")
+  reused = common.train_cached(make_config(quick), workdir)["reused"]
+  result = sweep(workdir, QUICK_SCALES if quick else SCALES,
+                 num_samples=100 if quick else 1000, seeds=1 if quick else 3)
+  result.update(quick=quick, reused=reused)
+  return _summary(common.write_outputs(out_dir, NAME, result, lambda png: plot(png, result)),
+                  result)
 
 
-if __name__ == "__main__":
-  main()
+def run_workdir(workdir: str, out_dir: str, *, scales=(0.0, 1.0, 2.0, 4.0),
+                num_samples: int = 1000, seeds: int = 3) -> dict:
+  """Sweep an existing class-conditional digits run: out_dir/cfg_sweep.{png,json}, and the
+  summary with the sweep's Markdown `table` (python -m launch.figures cfg_sweep --workdir=RUN)."""
+  result = sweep(workdir, tuple(float(w) for w in scales), num_samples=num_samples, seeds=seeds)
+  outputs = common.write_outputs(out_dir, NAME, result, lambda png: plot(png, result))
+  return {**_summary(outputs, result), "table": table(result)}

@@ -1,12 +1,15 @@
-"""What every figure module shares: output paths, JSON of the plotted data, cached training.
+"""What every figure module shares: the outputs, cached training, scores against data draws.
 
 A figure NAME writes OUT/NAME.png and OUT/NAME.json (the arrays it plots, as
-lists). Figures that need trained models train them with
+lists): `write_outputs` writes both, `save_figure` is the tail of every plot.
+Figures that need trained models train them with
 experiments.trainer.train_and_evaluate into OUT/_work/NAME[_quick]/RUN: the
 workdir is the only state, so a finished run (eval.json with status "done" at
 the configured number of steps, trained from the same config) is reused, an
 interrupted one resumes, and one trained from another config is deleted and
-retrained (the cache is the figure's own).
+retrained (the cache is the figure's own). `ReferenceScores` scores samples of
+2-D toy models against fixed data draws (exact W2 and the squared energy distance,
+research.metrics.distances), beside the floor of a second data draw.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
 
 from experiments import plotting  # noqa: F401  (selects matplotlib's Agg backend)
+from research.metrics import distances
 
 WORK = "_work"
 
@@ -27,6 +32,80 @@ def paths(out_dir: str, name: str) -> tuple[str, str]:
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, name)
   return stem + ".png", stem + ".json"
+
+
+def save_figure(fig, path: str, *, dpi: int = 100, tight: bool = True, **savefig) -> str:
+  """fig.tight_layout() (unless tight=False), save to `path`, close the figure; returns path."""
+  import matplotlib.pyplot as plt
+  if tight:
+    fig.tight_layout()
+  fig.savefig(path, dpi=dpi, **savefig)
+  plt.close(fig)
+  return path
+
+
+def write_outputs(out_dir: str, name: str, data: dict, draw) -> dict:
+  """Write OUT/NAME.json (`data`) and OUT/NAME.png (`draw(png_path)`); returns {"png", "json"}."""
+  if not callable(draw):
+    raise ValueError(f"draw must be a callable png_path -> None, got {draw!r}")
+  png, json_path = paths(out_dir, name)
+  write_json(json_path, data)
+  draw(png)
+  return {"png": png, "json": json_path}
+
+
+def log_nfe_axes(ax, nfes) -> None:
+  """Log-2 x axis ticked at the NFE values, log y axis (the error-vs-NFE panels)."""
+  nfes = sorted(set(int(n) for n in nfes))
+  ax.set_xscale("log", base=2)
+  ax.set_yscale("log")
+  ax.set_xticks(nfes, [str(n) for n in nfes])
+
+
+class ReferenceScores:
+  """Exact W2 and squared energy distance of samples to fixed data draws, one draw per seed.
+
+  Seed s's reference is dataset.sample(fold_in(key(2024), 2 s), big) with
+  big = max(num_samples, energy_samples); a sample x (big points) scores
+  (W2 of the first num_samples points, energy distance of the first energy_samples)
+  against it. `floor` (seeds, 2) holds the scores of a second data draw
+  (fold_in(key(2024), 2 s + 1)): what a perfect model gets at these sizes.
+  """
+
+  def __init__(self, dataset, *, num_samples: int, energy_samples: int, seeds: int):
+    for arg, value in (("num_samples", num_samples), ("energy_samples", energy_samples),
+                       ("seeds", seeds)):
+      if int(value) < 1:
+        raise ValueError(f"{arg} must be >= 1, got {value}")
+    self.num_samples, self.energy_samples, self.seeds = num_samples, energy_samples, seeds
+    self.big = max(num_samples, energy_samples)
+    root = jax.random.key(2024)
+    self.refs = [np.asarray(dataset.sample(jax.random.fold_in(root, 2 * s), self.big))
+                 for s in range(seeds)]
+    self._energy = jax.jit(distances.energy_distance)
+    self.floor = np.asarray([self(dataset.sample(jax.random.fold_in(root, 2 * s + 1), self.big), s)
+                             for s in range(seeds)])
+
+  def __call__(self, x, seed: int) -> tuple[float, float]:
+    """(W2, squared energy distance) of x (big points) to seed's reference draw."""
+    x = np.asarray(x).reshape(self.big, -1)
+    ref = self.refs[seed]
+    return (float(distances.wasserstein2(x[:self.num_samples], ref[:self.num_samples])),
+            float(self._energy(x[:self.energy_samples], ref[:self.energy_samples])))
+
+  def sample(self, run, params, **options) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """Score `big` samples of (run, params) per seed (seed_offset 100 + s; options go to
+    experiments.trainer.sample): (scores (seeds, 2), NFE per seed, seed 0's first
+    num_samples points)."""
+    from experiments import trainer
+    scores, nfes, first = [], [], None
+    for s in range(self.seeds):
+      x, stats = trainer.sample(run, params, self.big, seed_offset=100 + s, **options)
+      nfes.append(int(stats["nfe"]))
+      scores.append(self(x, s))
+      if s == 0:
+        first = np.asarray(x)[:self.num_samples]
+    return np.asarray(scores), nfes, first
 
 
 def work_root(out_dir: str, name: str, quick: bool) -> str:

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import os
 
-import jax
 import numpy as np
 
 from configs import cfm_toy, ddpm_toy
-from experiments import sampling, trainer
+from experiments import sampling
 from experiments.figures import common
-from research.metrics import distances
 
 NAME = "flow_vs_ddpm"
-QUICK_STEPS = 2000   # ~1-2 s of training per model (the compiles dominate quick mode)
+QUICK_STEPS = 2000
 DATASET = "moons"
 # (label, run, sampler, steps per NFE)
 METHODS = (
@@ -59,19 +57,8 @@ def configs(quick: bool) -> dict:
 def quality_curves(dirs: dict, nfes, *, num_samples: int, energy_samples: int, seeds: int) -> dict:
   """W2 / energy distance vs NFE for every method, mean and std over seeds, with the floors."""
   loaded = {name: sampling.load(d) for name, d in dirs.items()}
-  dataset = loaded["flow"][0].dataset
-  big = max(num_samples, energy_samples)
-  root = jax.random.key(2024)
-  refs = [np.asarray(dataset.sample(jax.random.fold_in(root, 2 * s), big)) for s in range(seeds)]
-  energy = jax.jit(distances.energy_distance)
-
-  def scores(x, s):
-    x = np.asarray(x).reshape(big, -1)
-    return (float(distances.wasserstein2(x[:num_samples], refs[s][:num_samples])),
-            float(energy(x[:energy_samples], refs[s][:energy_samples])))
-
-  floor = np.asarray([scores(dataset.sample(jax.random.fold_in(root, 2 * s + 1), big), s)
-                      for s in range(seeds)])
+  scorer = common.ReferenceScores(loaded["flow"][0].dataset, num_samples=num_samples,
+                                  energy_samples=energy_samples, seeds=seeds)
   curves = {}
   for label, name, sampler, per_step in METHODS:
     run, state = loaded[name]
@@ -79,19 +66,16 @@ def quality_curves(dirs: dict, nfes, *, num_samples: int, energy_samples: int, s
     for nfe in nfes:
       if nfe % per_step:
         continue
-      values = []
-      for s in range(seeds):
-        x, stats = trainer.sample(run, state["ema_params"], big, seed_offset=100 + s,
-                                  sampler=sampler, num_steps=nfe // per_step)
-        assert int(stats["nfe"]) == nfe, (label, nfe, stats)
-        values.append(scores(x, s))
-      values = np.asarray(values)
+      values, got, _ = scorer.sample(run, state["ema_params"], sampler=sampler,
+                                     num_steps=nfe // per_step)
+      assert got == [nfe] * seeds, (label, nfe, got)
       rows["nfe"].append(nfe)
       rows["w2"].append(float(values[:, 0].mean()))
       rows["w2_std"].append(float(values[:, 0].std()))
       rows["energy"].append(float(values[:, 1].mean()))
       rows["energy_std"].append(float(values[:, 1].std()))
     curves[label] = rows
+  floor = scorer.floor
   return {"curves": curves, "w2_floor": float(floor[:, 0].mean()),
           "energy_floor": float(floor[:, 1].mean()), "num_samples": num_samples,
           "energy_samples": energy_samples, "seeds": seeds,
@@ -110,10 +94,7 @@ def plot(path: str, data: dict) -> str:
       ax.errorbar(c["nfe"], c[metric], yerr=c[f"{metric}_std"], marker="o", ms=3, capsize=2,
                   ls="--" if label.startswith("flow") else "-", label=label)
     ax.axhline(floor, color="k", ls=":", lw=1, label="data vs data (floor)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    nfes = sorted({n for c in data["curves"].values() for n in c["nfe"]})
-    ax.set_xticks(nfes, [str(n) for n in nfes])
+    common.log_nfe_axes(ax, [n for c in data["curves"].values() for n in c["nfe"]])
     ax.set(xlabel="NFE (sampling steps; midpoint: 2 per step)", title=title)
     ax.grid(True, which="both", alpha=0.3)
   axes[0].legend(fontsize=7)
@@ -121,15 +102,11 @@ def plot(path: str, data: dict) -> str:
   fig.suptitle(f"flow matching ({steps['flow']} steps) vs DDPM ({steps['ddpm']} steps) on "
                f"{DATASET}, same MLP and batch; mean ± std over {data['seeds']} seed(s)",
                fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return common.save_figure(fig, path)
 
 
 def run(out_dir: str, *, quick: bool) -> dict:
   """Train / reuse both models, then compute and draw out_dir/flow_vs_ddpm.{png,json}."""
-  png, json_path = common.paths(out_dir, NAME)
   root = common.work_root(out_dir, NAME, quick)
   dirs, summaries = {}, {}
   for name, config in configs(quick).items():
@@ -140,8 +117,7 @@ def run(out_dir: str, *, quick: bool) -> dict:
                         energy_samples=200 if quick else 2000, seeds=1 if quick else 3)
   data.update(dataset=DATASET, workdirs=dirs,
               trained={n: {"reused": s["reused"], "w2": s.get("w2")} for n, s in summaries.items()})
-  common.write_json(json_path, data)
-  plot(png, data)
+  outputs = common.write_outputs(out_dir, NAME, data, lambda png: plot(png, data))
   best = {label: min(c["w2"]) for label, c in data["curves"].items()}
-  return {"png": png, "json": json_path, "best_w2": best, "w2_floor": data["w2_floor"],
+  return {**outputs, "best_w2": best, "w2_floor": data["w2_floor"],
           "reused": {n: s["reused"] for n, s in summaries.items()}}

@@ -73,18 +73,13 @@ def plot(path: str, data: dict) -> str:
   axes[0].legend(fontsize=7)
   fig.suptitle("forward diffusion of a 1-D two-component mixture, linear betas 1e-4..0.02, "
                "T = 1000", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return common.save_figure(fig, path)
 
 
 def run(out_dir: str, *, quick: bool) -> dict:
   """Compute and draw the figure into out_dir/forward_diffusion.{png,json}; returns a summary."""
-  png, json_path = common.paths(out_dir, NAME)
   data = marginals(jax.random.key(0), 20_000 if quick else 200_000)
-  common.write_json(json_path, data)
-  plot(png, data)
+  outputs = common.write_outputs(out_dir, NAME, data, lambda png: plot(png, data))
   errors = [float(np.max(np.abs(h - d))) for h, d in zip(data["histogram"], data["density"])]
-  return {"png": png, "json": json_path, "max_abs_density_error": max(errors),
+  return {**outputs, "max_abs_density_error": max(errors),
           "alpha_bar": data["alpha_bar"]}

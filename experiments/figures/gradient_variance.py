@@ -114,21 +114,16 @@ def plot(path: str, curves: dict, num_repeats: int) -> str:
     ax.grid(True, which="both", alpha=0.3)
   axes[0].legend(fontsize=7)
   fig.suptitle(f"gradient-estimator variance ({num_repeats} repeats per point)", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return common.save_figure(fig, path)
 
 
 def run(out_dir: str, *, quick: bool) -> dict:
   """Compute and draw the figure into out_dir/gradient_variance.{png,json}; returns a summary."""
-  png, json_path = common.paths(out_dir, NAME)
   max_log2, num_repeats = (8, 400) if quick else (12, 2000)
   sizes = [2**i for i in range(max_log2 + 1)]
   loo_sizes = sizes[1::2] if quick else sizes[1:]   # one compile per n
   curves = variance_curves(jax.random.key(0), sizes, num_repeats, loo_sizes)
   data = {"mu": MU, "log_var": LOG_VAR, "num_repeats": num_repeats, "curves": curves}
-  common.write_json(json_path, data)
-  plot(png, curves, num_repeats)
+  outputs = common.write_outputs(out_dir, NAME, data, lambda png: plot(png, curves, num_repeats))
   ratio = (curves["score function"]["variance_mu"] / curves["reparameterised"]["variance_mu"])
-  return {"png": png, "json": json_path, "score_over_reparam_mu": float(np.median(ratio))}
+  return {**outputs, "score_over_reparam_mu": float(np.median(ratio))}

@@ -135,21 +135,16 @@ def plot(path: str, data: dict) -> str:
   near = 100 * data["near_mode_fraction"]
   fig.suptitle(f"annealed Langevin dynamics on the exact score; {near:.1f}% of endpoints "
                f"within 3 std of a mode", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return common.save_figure(fig, path)
 
 
 def run(out_dir: str, *, quick: bool) -> dict:
   """Compute and draw the figure into out_dir/langevin.{png,json}; returns a summary."""
-  png, json_path = common.paths(out_dir, NAME)
   settings = (dict(num_chains=1000, num_shown=4, num_levels=8, steps_per_level=40) if quick else
               dict(num_chains=4000, num_shown=4, num_levels=10, steps_per_level=100))
   data = run_chains(jax.random.key(0), **settings)
-  common.write_json(json_path, data)
-  plot(png, data)
-  return {"png": png, "json": json_path, "near_mode_fraction": data["near_mode_fraction"],
+  outputs = common.write_outputs(out_dir, NAME, data, lambda png: plot(png, data))
+  return {**outputs, "near_mode_fraction": data["near_mode_fraction"],
           "mode_frequencies": data["mode_frequencies"].tolist(),
           "energy_distance": data["energy_distance"],
           "energy_distance_floor": data["energy_distance_floor"]}

@@ -3,10 +3,10 @@
 Four panels, all from research/sampling:
   (a) Box-Muller (Box & Muller 1958): z = sqrt(-2 ln u1) cos(2 pi u2) (and the sine
       output); histogram of n draws against the N(0, 1) density.
-  (b) Temperature (Ackley et al. 1985): softmax(logits / T) for MATH.md's example
-      logits [3, 1, 0.5] (T = 1 gives [0.82, 0.11, 0.07]; T = 0 is the argmax).
-  (c) Top-k (Fan et al. 2018) and top-p (Holtzman et al. 2020) on MATH.md's
-      probs [0.5, 0.25, 0.15, 0.05, 0.03, 0.02]: top-k 3 and top-p 0.9 keep the
+  (b) Temperature (Ackley et al. 1985): softmax(logits / T) for the example logits
+      [3, 1, 0.5] of docs/math.md (T = 1 gives [0.82, 0.11, 0.07]; T = 0 is the argmax).
+  (c) Top-k (Fan et al. 2018) and top-p (Holtzman et al. 2020) on the example
+      probs [0.5, 0.25, 0.15, 0.05, 0.03, 0.02] of docs/math.md: top-k 3 and top-p 0.9 keep the
       first three, top-p 0.3 only the first. Bars: the renormalised filtered
       distribution; dots: frequencies of `sample_logits` draws (Gumbel-max).
   (d) Gumbel-softmax (Jang et al. 2017; Maddison et al. 2017),
@@ -140,15 +140,11 @@ def plot(path: str, data: dict) -> str:
   ax.set_xticks(np.arange(k))
   ax.set(title="(d) Gumbel-softmax: means, draws (ticks)", xlabel="category", ylim=(0, 1.05))
   ax.legend(fontsize=6)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return common.save_figure(fig, path)
 
 
 def run(out_dir: str, *, quick: bool) -> dict:
   """Compute and draw the figure into out_dir/primitives.{png,json}; returns a summary."""
-  png, json_path = common.paths(out_dir, NAME)
   key = jax.random.key(0)
   n_bm, n_draws = (20_000, 5_000) if quick else (200_000, 50_000)
   data = {
@@ -157,10 +153,9 @@ def run(out_dir: str, *, quick: bool) -> dict:
       "filters": filter_panel(jax.random.fold_in(key, 2), n_draws),
       "gumbel_softmax": gumbel_softmax_panel(jax.random.fold_in(key, 3), n_draws),
   }
-  common.write_json(json_path, data)
-  plot(png, data)
+  outputs = common.write_outputs(out_dir, NAME, data, lambda png: plot(png, data))
   bm = data["box_muller"]
-  return {"png": png, "json": json_path,
+  return {**outputs,
           "box_muller_max_abs_error": float(np.max(np.abs(bm["histogram"] - bm["normal_pdf"]))),
           "kept": dict(zip(data["filters"]["labels"], data["filters"]["kept"])),
           "gumbel_mean_max": dict(zip(map(str, TAUS), data["gumbel_softmax"]["mean_max"]))}

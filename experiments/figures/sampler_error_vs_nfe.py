@@ -28,7 +28,7 @@ from research.diffusion import exact, samplers, schedules
 
 NAME = "sampler_error_vs_nfe"
 FULL_BUDGETS = (4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
-QUICK_BUDGETS = (5, 10)      # every (sampler, steps) pair is one compile (~0.6 s CPU)
+QUICK_BUDGETS = (5, 10)      # every (sampler, steps) pair is one compile
 
 
 def deterministic_samplers() -> list[tuple[str, str, dict]]:
@@ -110,24 +110,19 @@ def plot(path: str, panels: list[dict]) -> str:
   axes[0][-1].legend(fontsize=7, ncol=2)
   fig.suptitle("deterministic samplers vs the exact probability-flow ODE\n(analytic mixture "
                "model, linear DDPM schedule T = 1000)", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return common.save_figure(fig, path)
 
 
 def run(out_dir: str, *, quick: bool) -> dict:
   """Compute and draw the figure into out_dir/sampler_error_vs_nfe.{png,json}; returns a summary."""
-  png, json_path = common.paths(out_dir, NAME)
   budgets = QUICK_BUDGETS if quick else FULL_BUDGETS
   num_samples = 200 if quick else 1000
   panels = []
   for i, (title, mix) in enumerate(problems(quick)):
     panels.append({"title": title, "num_samples": num_samples, "budgets": budgets,
                    "curves": error_curves(mix, num_samples, budgets, jax.random.key(i))})
-  common.write_json(json_path, {"panels": panels})
-  plot(png, panels)
+  outputs = common.write_outputs(out_dir, NAME, {"panels": panels}, lambda png: plot(png, panels))
   first = panels[0]["curves"]
   best = min(first, key=lambda label: first[label]["rmse"][-1])
-  return {"png": png, "json": json_path, "samplers": len(first),
+  return {**outputs, "samplers": len(first),
           "best_at_max_nfe": best, "best_rmse": first[best]["rmse"][-1]}

@@ -1,5 +1,6 @@
-"""The guidance-sweep metrics of experiments.figures.cfg_sweep (the figure itself runs in
-tests/experiments/test_figures.py)."""
+"""The guidance-sweep metrics of experiments.figures.cfg_sweep and its --workdir entry point
+(python -m launch.figures cfg_sweep --workdir=RUN); the figure itself runs in
+tests/experiments/test_figures.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.figures import cfg_sweep
-from tests.experiments.helpers import tiny_config
+from tests.experiments.helpers import launch, tiny_config
 from experiments import trainer
 
 
@@ -46,6 +47,14 @@ def test_sweep_rejects_an_unconditional_run(tmp_path):
   trainer.train_and_evaluate(config, str(tmp_path))
   with pytest.raises(ValueError, match="unconditional"):
     cfg_sweep.sweep(str(tmp_path), (1.0,))
+  with pytest.raises(ValueError, match="unconditional"):
+    cfg_sweep.run_workdir(str(tmp_path), str(tmp_path / "out"), num_samples=20, seeds=1)
+  # the launcher's --workdir runs the same sweep (and fails the same way)
+  out = launch("launch.figures", "cfg_sweep", f"--workdir={tmp_path}", "--num_samples=20",
+               "--seeds=1", "--scales=0,1", timeout=180)
+  assert out.returncode != 0 and "unconditional" in out.stderr
+  out = launch("launch.figures", "cfg_sweep", f"--workdir={tmp_path}", "--scales=a,b", timeout=120)
+  assert out.returncode != 0 and "--scales" in out.stderr
 
 
 def test_quick_config_is_conditional_and_small():

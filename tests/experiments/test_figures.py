@@ -2,7 +2,8 @@
 
 Each figure test runs experiments.figures.run(NAME, tmp_path, quick=True), then checks
 the PNG (PNG signature, not empty) and the JSON: the plotted arrays are finite with
-the right lengths, plus one figure-specific property with a stated threshold.
+the right lengths, plus one figure-specific property with a stated threshold. The
+helpers of experiments.figures.common and the launcher's flags are tested below.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import math
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -45,7 +47,7 @@ def check_primitives(data):
   np.testing.assert_array_equal(probs[tp["temperatures"].index(0.0)], [1.0, 0.0, 0.0])
   np.testing.assert_allclose(_finite(tp["frequencies"]), probs, atol=0.03)
   fp = data["filters"]
-  assert fp["kept"] == [6, 3, 3, 1]                    # MATH.md's worked example
+  assert fp["kept"] == [6, 3, 3, 1]                    # the worked example of docs/math.md
   np.testing.assert_allclose(_finite(fp["frequencies"]), _finite(fp["probs"]), atol=0.03)
   gs = data["gumbel_softmax"]
   mean_max = _finite(gs["mean_max"])
@@ -183,6 +185,74 @@ def test_unknown_name_lists_valid_names():
     figures.describe("nope")
 
 
+def test_output_dir_keeps_quick_runs_off_the_gallery():
+  assert figures.output_dir() == figures.GALLERY == "figures"
+  assert figures.output_dir(quick=True) == figures.QUICK_OUT == "workdirs/figures_quick"
+  assert figures.output_dir("elsewhere", quick=True) == "elsewhere"      # --out is honoured
+  assert figures.output_dir(None, workdir="runs/r") == "runs/r"
+  assert figures.output_dir("o", workdir="runs/r") == "o"
+  with pytest.raises(ValueError, match="out"):
+    figures.output_dir(3)
+
+
+def test_write_outputs_writes_json_then_draws_png(tmp_path):
+  import matplotlib.pyplot as plt
+  drawn = []
+
+  def draw(png):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    drawn.append(common.save_figure(fig, png, dpi=50))
+
+  out = common.write_outputs(str(tmp_path / "o"), "x", {"a": np.arange(2)}, draw)
+  assert out == {"png": str(tmp_path / "o" / "x.png"), "json": str(tmp_path / "o" / "x.json")}
+  assert drawn == [out["png"]] and plt.get_fignums() == []             # saved and closed
+  with open(out["png"], "rb") as f:
+    assert f.read(8) == PNG_SIGNATURE
+  with open(out["json"]) as f:
+    assert json.load(f) == {"a": [0, 1]}
+  with pytest.raises(ValueError, match="draw"):
+    common.write_outputs(str(tmp_path), "y", {}, None)
+
+
+def test_log_nfe_axes_ticks_each_nfe_once():
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots()
+  common.log_nfe_axes(ax, [10, 2, 2, 4])
+  assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+  assert list(ax.get_xticks()) == [2, 4, 10]
+  assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "4", "10"]
+  plt.close(fig)
+
+
+class _Gaussian2D:
+  def sample(self, key, n):
+    return jax.random.normal(key, (n, 2))
+
+
+def test_reference_scores_are_zero_on_the_reference_and_positive_on_the_floor():
+  scorer = common.ReferenceScores(_Gaussian2D(), num_samples=64, energy_samples=128, seeds=2)
+  assert scorer.big == 128 and len(scorer.refs) == 2 and scorer.refs[1].shape == (128, 2)
+  w2, energy = scorer(scorer.refs[1], 1)
+  assert w2 == pytest.approx(0.0, abs=1e-3) and energy == pytest.approx(0.0, abs=1e-5)
+  assert scorer.floor.shape == (2, 2) and np.all(scorer.floor > 0)
+  assert scorer(scorer.refs[1] + 3.0, 1)[0] > 2.5                        # W2 of a shift by (3, 3)
+  for arg in ("num_samples", "energy_samples", "seeds"):
+    with pytest.raises(ValueError, match=arg):
+      common.ReferenceScores(_Gaussian2D(), **{"num_samples": 8, "energy_samples": 8, "seeds": 1,
+                                               arg: 0})
+
+
+def test_reference_scores_sample_a_trained_run(tmp_path):
+  from experiments import sampling, trainer
+  trainer.train_and_evaluate(tiny_config(num_devices=1), str(tmp_path))
+  run, state = sampling.load(str(tmp_path))
+  scorer = common.ReferenceScores(run.dataset, num_samples=32, energy_samples=64, seeds=2)
+  scores, nfes, first = scorer.sample(run, state["ema_params"], sampler="euler", num_steps=4)
+  assert scores.shape == (2, 2) and np.all(np.isfinite(scores)) and np.all(scores[:, 0] > 0)
+  assert nfes == [4, 4] and first.shape == (32, 2)
+
+
 def test_to_jsonable_converts_arrays_and_scalars():
   out = common.to_jsonable({"a": np.arange(3), "b": (np.float32(1.5), [np.int64(2)]),
                             1: np.zeros((2, 1))})
@@ -223,6 +293,11 @@ def test_launcher_unknown_name_fails_listing_valid_names():
   out = launch("launch.figures", "not_a_figure", "--quick", timeout=120)
   assert out.returncode != 0
   assert "not_a_figure" in out.stderr and all(name in out.stderr for name in EXPECTED)
+
+
+def test_launcher_workdir_is_for_cfg_sweep_only(tmp_path):
+  out = launch("launch.figures", "forward_diffusion", f"--workdir={tmp_path}", timeout=120)
+  assert out.returncode != 0 and "cfg_sweep" in out.stderr
 
 
 def test_launcher_writes_a_figure(tmp_path):
