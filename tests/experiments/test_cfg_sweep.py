@@ -63,3 +63,13 @@ def test_quick_config_is_conditional_and_small():
   assert config.model.channels == 16 and config.train.num_steps == 1000
   full = cfg_sweep.make_config(quick=False)
   assert full.model.num_classes == 10 and full.train.num_steps == 3000
+
+
+def test_table_has_one_row_per_scale_with_mean_and_std():
+  metrics = ("class_accuracy", "intra_class_spread", "fd", "precision", "recall", "coverage")
+  rows = [{"scale": w, **{f"{m}_mean": w / 10 for m in metrics},
+           **{f"{m}_std": 0.01 for m in metrics}} for w in (0.0, 1.5)]
+  lines = cfg_sweep.table({"rows": rows}).splitlines()
+  assert lines[0] == "| w | " + " | ".join(metrics) + " |" and lines[1].count("|---") == 7
+  assert lines[2].startswith("| 0 | 0.000 ± 0.010 |") and lines[3].startswith("| 1.5 | 0.150 ± ")
+  assert len(lines) == 4 and lines[3].count("±") == len(metrics)
