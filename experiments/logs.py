@@ -10,6 +10,9 @@ import time
 
 import jax
 import numpy as np
+from absl import logging
+
+from experiments import workdir as workdir_lib
 
 
 def _plain(value):
@@ -39,17 +42,50 @@ class MetricWriter:
             self._tb.add_scalar(k, v, step)
     return record
 
+  def resume(self, step: int) -> int:
+    """Make metrics.jsonl hold exactly the rows of steps <= `step` (the restored checkpoint).
+
+    Rows logged after the last checkpoint by a run that died are dropped (the resumed
+    run logs them again, so every step appears once), and a torn last line (a crash
+    mid-write) is dropped with a warning. The file is rewritten atomically. Returns
+    the number of rows dropped.
+    """
+    if not self.enabled or not os.path.exists(self.path):
+      return 0
+    rows, torn = _parse(self.path)
+    kept = [r for r in rows if int(r.get("step", 0)) <= step]
+    dropped = len(rows) - len(kept) + torn
+    if dropped:
+      workdir_lib.atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+    return dropped
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
 
 
+def _parse(path: str) -> tuple[list[dict], int]:
+  """(rows, number of unreadable lines) of a metrics.jsonl; a torn line is warned about."""
+  rows, bad = [], 0
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        rows.append(json.loads(line))
+      except ValueError:
+        bad += 1
+        logging.warning("%s: line %d is torn or not JSON (a crash during a write?); dropped",
+                        path, number)
+  return rows, bad
+
+
 def read_metrics(workdir: str) -> list[dict]:
+  """The rows of WORKDIR/metrics.jsonl ([] if absent); unreadable lines are skipped."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return _parse(path)[0]
 
 
 class Progress:
