@@ -8,15 +8,26 @@ float32. Formulas (see docs/math.md, "Sampling primitives"):
 * Inverse transform (Devroye 1986, ch. 2): x = F^{-1}(u), u ~ U(0, 1) open.
 * Multivariate normal: x = mean + L z, cov = L L^T (Cholesky), z ~ N(0, I).
 
-Argument checks that need concrete values (positive definiteness, low < high)
-run only when the value is concrete; under ``jit``/``vmap`` of that argument they
-are skipped, because tracers carry no values.
+Checks under ``jit``. A concrete invalid argument raises ``ValueError`` naming
+it. A traced one (under ``jit``/``vmap``/``checkify``) carries no value to test,
+so the output is NaN where it is invalid instead of a plausible sample, via
+``jnp.where(valid, x, nan)`` (valid outputs are bitwise those of the unchecked
+formula), and the same condition is a ``checkify.debug_check``: a no-op unless
+the caller wraps with ``checkify.checkify(f, errors=checkify.user_checks)``, whose
+error then names the argument (docs/library.md, "Checks under jit"):
+
+* ``uniform``: low < high elementwise; invalid entries NaN.
+* ``normal``: std >= 0 elementwise; invalid entries NaN.
+* ``mvn_cholesky``: cov symmetric (|cov - cov^T| <= 1e-5 max|cov|) and its
+  Cholesky factor finite with positive diagonal; otherwise every output is NaN.
+  (The concrete check is an eigenvalue test in float64, see ``mvn_cholesky``.)
 """
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 _FLOAT = jnp.float32
 _TINY = float(jnp.finfo(_FLOAT).tiny)            # smallest positive normal float32
@@ -36,6 +47,26 @@ def _concrete(x):
   if _is_tracer(x):
     return None
   return np.asarray(x)
+
+
+def _debug_check(valid, message, **fmt_args):
+  """``checkify.debug_check(all(valid), message)``: reported only under checkify.
+
+  Dropped unless the caller wraps with ``checkify.checkify(..., errors=
+  checkify.user_checks)``; ``fmt_args`` (arrays) fill ``{name}`` fields of
+  ``message``.
+  """
+  checkify.debug_check(jnp.all(jnp.asarray(valid, jnp.bool_)), message,
+                       **{k: jnp.asarray(v) for k, v in fmt_args.items()})
+
+
+def _where_valid(valid, x, fill, message, **fmt_args):
+  """``jnp.where(valid, x, fill)`` plus ``_debug_check(valid, message)``.
+
+  Where ``valid`` holds the result is ``x`` bit for bit.
+  """
+  _debug_check(valid, message, **fmt_args)
+  return jnp.where(valid, x, fill)
 
 
 def _as_shape(shape, name="shape"):
@@ -64,17 +95,24 @@ def uniform(key, shape, low=0., high=1.):
   Args:
     key: PRNG key.
     shape: output shape (int or tuple).
-    low, high: bounds, scalars or arrays broadcastable to ``shape``; low < high.
+    low, high: bounds, scalars or arrays broadcastable to ``shape``; low < high
+      (ValueError when both are concrete; traced: NaN where low >= high).
 
   Returns:
     float32 array of ``shape``.
   """
   shape = _as_shape(shape)
   lo, hi = _concrete(low), _concrete(high)
-  if lo is not None and hi is not None and not np.all(lo < hi):
-    raise ValueError(
-        f"uniform: need low < high, got low={low!r}, high={high!r}")
-  return jax.random.uniform(key, shape, _FLOAT, minval=low, maxval=high)
+  if lo is not None and hi is not None:
+    if not np.all(lo < hi):
+      raise ValueError(
+          f"uniform: need low < high, got low={low!r}, high={high!r}")
+    return jax.random.uniform(key, shape, _FLOAT, minval=low, maxval=high)
+  x = jax.random.uniform(key, shape, _FLOAT, minval=low, maxval=high)
+  valid = jnp.broadcast_to(jnp.asarray(low, _FLOAT) < jnp.asarray(high, _FLOAT),
+                           shape)
+  return _where_valid(valid, x, jnp.nan,
+                      "uniform: need low < high (arguments low, high)")
 
 
 def open_uniform(key, shape):
@@ -107,7 +145,8 @@ def normal(key, shape, mean=0., std=1.):
   Args:
     key: PRNG key.
     shape: output shape.
-    mean, std: scalars or arrays broadcastable to ``shape``; std >= 0.
+    mean, std: scalars or arrays broadcastable to ``shape``; std >= 0
+      (ValueError when concrete; traced: NaN where std < 0 or NaN).
 
   Returns:
     float32 array of ``shape``.
@@ -117,7 +156,11 @@ def normal(key, shape, mean=0., std=1.):
   if s is not None and not np.all(s >= 0):
     raise ValueError(f"normal: std must be >= 0, got std={std!r}")
   z = jax.random.normal(key, shape, _FLOAT)
-  return jnp.asarray(mean, _FLOAT) + jnp.asarray(std, _FLOAT) * z
+  x = jnp.asarray(mean, _FLOAT) + jnp.asarray(std, _FLOAT) * z
+  if s is not None:
+    return x
+  return _where_valid(jnp.asarray(std, _FLOAT) >= 0, x, jnp.nan,
+                      "normal: std must be >= 0")
 
 
 def box_muller_transform(u1, u2):
@@ -207,6 +250,11 @@ def mvn_cholesky(key, mean, cov, shape=()):
       (when cov is concrete) cov is not symmetric or not positive definite:
       min eigenvalue (float64 ``eigvalsh``) <= d * eps_float32 * max |eigenvalue|
       (this also refuses singular, merely semi-definite covariances).
+
+  A traced cov is not raised on: the output is all NaN unless cov is
+  symmetric (|cov - cov^T| <= 1e-5 max |cov|) and its float32 Cholesky factor
+  is finite with a positive diagonal (the factorisation fails on matrices that
+  are not positive definite); the same condition is a ``checkify.debug_check``.
   """
   shape = _as_shape(shape)
   mean = jnp.asarray(mean, _FLOAT)
@@ -238,4 +286,12 @@ def mvn_cholesky(key, mean, cov, shape=()):
           f"{eig} of cov={cov_value}; allowed: symmetric with all eigenvalues "
           f"> {threshold:.3g}")
   z = jax.random.normal(key, shape + mean.shape, _FLOAT)
-  return mean + jnp.einsum("...j,ij->...i", z, chol)
+  x = mean + jnp.einsum("...j,ij->...i", z, chol)
+  if cov_value is not None:
+    return x
+  scale = jnp.maximum(jnp.max(jnp.abs(cov)), _TINY)
+  symmetric = jnp.all(jnp.abs(cov - cov.T) <= 1e-5 * scale)
+  factored = jnp.all(jnp.isfinite(chol)) & jnp.all(jnp.diagonal(chol) > 0)
+  return _where_valid(
+      symmetric & factored, x, jnp.nan,
+      "mvn_cholesky: cov must be symmetric positive definite")

@@ -14,8 +14,22 @@ pure, jittable and vmappable; random ones take ``key`` first. Formulas
 * Temperature softmax(logits / T), T = 0 = argmax; top-k (Fan et al. 2018);
   top-p / nucleus (Holtzman et al. 2020).
 
-Scalar hyper-parameters (k, p, temperature, tau) are checked eagerly when they
-are concrete (Python numbers or concrete arrays); traced values skip the check.
+Checks under ``jit``. The hyper-parameters (k, p, temperature, tau) and
+``probs`` raise ``ValueError`` naming the argument when they are concrete
+(Python numbers or concrete arrays); they must be scalars even when traced (the
+shape is known at trace time). A traced value carries no value to test, so an
+invalid one gives an output that cannot pass for a sample, computed with
+``jnp.where`` so valid outputs are bitwise those of the unchecked formulas:
+
+* float outputs (``apply_temperature``, ``top_k_filter``, ``top_p_filter``,
+  ``gumbel_softmax``) are all NaN;
+* integer samples are the sentinel -1 (``sample_logits``: every id;
+  ``categorical``: the ids of each invalid distribution, i.e. a row with a
+  negative or NaN entry or with |sum_k p_k - 1| > 1e-5, the sum taken in float32).
+
+The same conditions are ``checkify.debug_check`` calls: no-ops unless the
+caller wraps with ``checkify.checkify(f, errors=checkify.user_checks)``, whose
+error names the argument (docs/library.md, "Checks under jit").
 """
 import numbers
 
@@ -23,31 +37,47 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.sampling.continuous import _as_shape, _concrete, open_uniform
+from research.sampling.continuous import (_as_shape, _concrete, _debug_check,
+                                          open_uniform)
 
 _FLOAT = jnp.float32
 # Cumulative-mass tolerance of top_p_filter: a token whose preceding mass is
 # within this of p counts as "p already reached" (float32 rounding of cumsum).
 _TOP_P_ATOL = 1e-6
-# Tolerance of the sum-to-one check in categorical.
+# Tolerance of the sum-to-one check in categorical (float64 sum when concrete,
+# float32 when traced).
 _PROBS_ATOL = 1e-5
+# Integer sample returned for an invalid traced argument (never a category).
+_INVALID_ID = -1
 
 
 def _check_scalar(value, name, predicate, allowed):
-  """Raise ValueError naming ``name`` unless concrete ``value`` satisfies predicate."""
+  """Raise ValueError naming ``name`` unless concrete ``value`` satisfies predicate.
+
+  Returns True when ``value`` is traced (a real scalar whose value is unknown);
+  the caller then applies ``_traced_valid``.
+  """
   if isinstance(value, bool):
     raise ValueError(f"{name} must be {allowed}, got {value!r}")
   concrete = _concrete(value)
   if concrete is None:
-    return
+    if value.ndim != 0 or not jnp.issubdtype(value.dtype, jnp.number):
+      raise ValueError(
+          f"{name} must be a real scalar {allowed}, got a traced value of shape "
+          f"{value.shape} and dtype {value.dtype}")
+    return True
   if concrete.ndim != 0 or not np.issubdtype(concrete.dtype, np.number):
     raise ValueError(f"{name} must be a real scalar {allowed}, got {value!r}")
   if not predicate(float(concrete)):
     raise ValueError(f"{name} must be {allowed}, got {value!r}")
+  return False
 
 
 def _check_int(value, name, minimum):
-  """Raise ValueError unless ``value`` is an integer >= minimum (traced ints pass)."""
+  """Raise ValueError unless ``value`` is an integer >= minimum.
+
+  Returns True when ``value`` is a traced int scalar (its value unknown).
+  """
   is_int = (isinstance(value, (numbers.Integral, np.integer))
             and not isinstance(value, bool))
   if not is_int:
@@ -55,8 +85,25 @@ def _check_int(value, name, minimum):
     if arr is None or arr.ndim != 0 or not jnp.issubdtype(arr.dtype, jnp.integer):
       raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
   concrete = _concrete(value)
-  if concrete is not None and int(concrete) < minimum:
+  if concrete is None:
+    return True
+  if int(concrete) < minimum:
     raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+  return False
+
+
+def _traced_valid(checks):
+  """AND of the traced checks [(valid, name, allowed, value)], one debug_check each.
+
+  Each check becomes a ``checkify.debug_check`` whose message names the argument
+  and shows its value; returns the scalar bool "all valid".
+  """
+  valid = jnp.asarray(True)
+  for ok, name, allowed, value in checks:
+    ok = jnp.asarray(ok, jnp.bool_)
+    _debug_check(ok, f"{name} must be {allowed}, got {{value}}", value=value)
+    valid = valid & ok
+  return valid
 
 
 def _as_logits(logits, name="logits"):
@@ -91,7 +138,8 @@ def categorical(key, probs, shape=()):
   Args:
     key: PRNG key.
     probs: (..., n) probabilities, non-negative, summing to 1 over the last axis
-      (checked within 1e-5 when concrete); leading axes are batch axes.
+      within 1e-5 (ValueError when concrete; traced: the ids drawn from an
+      invalid row are -1); leading axes are batch axes.
     shape: sample shape.
 
   Returns:
@@ -115,11 +163,21 @@ def categorical(key, probs, shape=()):
           f"{_PROBS_ATOL}), got sums {sums} for probs={value}")
   n = probs.shape[-1]
   cdf = jnp.cumsum(probs, axis=-1)
+  total = cdf[..., -1]
   cdf = cdf / cdf[..., -1:]
   cdf = cdf.at[..., -1].set(1.)
   u = open_uniform(key, shape + probs.shape[:-1])
   index = jnp.sum(cdf < u[..., None], axis=-1, dtype=jnp.int32)
-  return jnp.minimum(index, n - 1)
+  index = jnp.minimum(index, n - 1)
+  if value is not None:
+    return index
+  non_negative = jnp.all(probs >= 0, axis=-1)
+  sums_to_one = jnp.abs(total - 1.) <= _PROBS_ATOL
+  _debug_check(non_negative, "categorical: probs must be non-negative (no NaN)")
+  _debug_check(sums_to_one,
+               f"categorical: probs must sum to 1 over the last axis (atol "
+               f"{_PROBS_ATOL}), got sums {{sums}}", sums=total)
+  return jnp.where(non_negative & sums_to_one, index, _INVALID_ID)
 
 
 def gumbel_noise(key, shape):
@@ -164,20 +222,24 @@ def gumbel_softmax(key, logits, tau=1., hard=False):
   Args:
     key: PRNG key.
     logits: (..., n) unnormalized log-probabilities.
-    tau: temperature > 0; tau -> 0 approaches one-hot samples.
+    tau: temperature > 0; tau -> 0 approaches one-hot samples (traced
+      tau <= 0 or NaN: all NaN).
     hard: Python bool, straight-through one-hot output.
 
   Returns:
     float32 array of ``logits.shape`` on the probability simplex.
   """
-  _check_scalar(tau, "gumbel_softmax: tau", lambda t: t > 0, "> 0")
+  traced = _check_scalar(tau, "gumbel_softmax: tau", lambda t: t > 0, "> 0")
   logits = _as_logits(logits)
   g = gumbel_noise(key, logits.shape)
   y = jax.nn.softmax((logits + g) / tau, axis=-1)
-  if not hard:
+  if hard:
+    y_hard = jax.nn.one_hot(jnp.argmax(y, axis=-1), logits.shape[-1], dtype=y.dtype)
+    y = y_hard + (y - jax.lax.stop_gradient(y))
+  if not traced:
     return y
-  y_hard = jax.nn.one_hot(jnp.argmax(y, axis=-1), logits.shape[-1], dtype=y.dtype)
-  return y_hard + (y - jax.lax.stop_gradient(y))
+  valid = _traced_valid([(tau > 0, "gumbel_softmax: tau", "> 0", tau)])
+  return jnp.where(valid, y, jnp.nan)
 
 
 # ----------------------------------------------------------------------------
@@ -193,13 +255,13 @@ def apply_temperature(logits, temperature):
   Args:
     logits: (..., n) logits.
     temperature: scalar T >= 0 (Python number, or array; traced T is allowed
-      and handled with ``jnp.where``).
+      and handled with ``jnp.where``; traced T < 0 or NaN gives all NaN).
 
   Returns:
     float32 array of ``logits.shape``.
   """
-  _check_scalar(temperature, "apply_temperature: temperature", lambda t: t >= 0,
-                ">= 0")
+  traced = _check_scalar(temperature, "apply_temperature: temperature",
+                         lambda t: t >= 0, ">= 0")
   logits = _as_logits(logits)
   t = jnp.asarray(temperature, _FLOAT)
   is_greedy = t == 0
@@ -207,7 +269,12 @@ def apply_temperature(logits, temperature):
   best = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1],
                         dtype=jnp.bool_)
   greedy = jnp.where(best, logits, -jnp.inf)
-  return jnp.where(is_greedy, greedy, scaled)
+  out = jnp.where(is_greedy, greedy, scaled)
+  if not traced:
+    return out
+  valid = _traced_valid(
+      [(t >= 0, "apply_temperature: temperature", ">= 0", temperature)])
+  return jnp.where(valid, out, jnp.nan)
 
 
 def top_k_filter(logits, k):
@@ -219,15 +286,19 @@ def top_k_filter(logits, k):
 
   Args:
     logits: (..., n) logits, batched over leading axes.
-    k: int >= 1.
+    k: int >= 1 (traced k < 1: all NaN).
 
   Returns:
     float32 array of ``logits.shape``.
   """
-  _check_int(k, "top_k_filter: k (top_k)", 1)
+  traced = _check_int(k, "top_k_filter: k (top_k)", 1)
   logits = _as_logits(logits)
   _, ranks = _descending_order(logits)
-  return jnp.where(ranks < k, logits, -jnp.inf)
+  out = jnp.where(ranks < k, logits, -jnp.inf)
+  if not traced:
+    return out
+  valid = _traced_valid([(k >= 1, "top_k_filter: k (top_k)", "an int >= 1", k)])
+  return jnp.where(valid, out, jnp.nan)
 
 
 def top_p_filter(logits, p):
@@ -243,12 +314,13 @@ def top_p_filter(logits, p):
 
   Args:
     logits: (..., n) logits, batched over leading axes.
-    p: scalar in (0, 1].
+    p: scalar in (0, 1] (traced p outside it, or NaN: all NaN).
 
   Returns:
     float32 array of ``logits.shape``.
   """
-  _check_scalar(p, "top_p_filter: p (top_p)", lambda v: 0 < v <= 1, "in (0, 1]")
+  traced = _check_scalar(p, "top_p_filter: p (top_p)", lambda v: 0 < v <= 1,
+                         "in (0, 1]")
   logits = _as_logits(logits)
   order, ranks = _descending_order(logits)
   sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
@@ -261,7 +333,12 @@ def top_p_filter(logits, p):
   keep_sorted = keep_sorted.at[..., 0].set(True)
   keep = jnp.take_along_axis(keep_sorted, ranks, axis=-1)
   keep = keep | (p >= 1.)
-  return jnp.where(keep, logits, -jnp.inf)
+  out = jnp.where(keep, logits, -jnp.inf)
+  if not traced:
+    return out
+  valid = _traced_valid(
+      [((p > 0) & (p <= 1), "top_p_filter: p (top_p)", "in (0, 1]", p)])
+  return jnp.where(valid, out, jnp.nan)
 
 
 def sample_logits(key, logits, temperature=1., top_k=None, top_p=None):
@@ -278,20 +355,30 @@ def sample_logits(key, logits, temperature=1., top_k=None, top_p=None):
     temperature: T >= 0.
     top_k: None or int >= 1.
     top_p: None or scalar in (0, 1].
+    (A traced invalid temperature, top_k or top_p makes every id -1.)
 
   Returns:
     int32 array of shape ``logits.shape[:-1]``.
   """
-  _check_scalar(temperature, "sample_logits: temperature", lambda t: t >= 0,
-                ">= 0")
-  if top_k is not None:
-    _check_int(top_k, "sample_logits: top_k", 1)
-  if top_p is not None:
-    _check_scalar(top_p, "sample_logits: top_p", lambda v: 0 < v <= 1,
-                  "in (0, 1] or None")
+  checks = []
+  if _check_scalar(temperature, "sample_logits: temperature", lambda t: t >= 0,
+                   ">= 0"):
+    checks.append((temperature >= 0, "sample_logits: temperature", ">= 0",
+                   temperature))
+  if top_k is not None and _check_int(top_k, "sample_logits: top_k", 1):
+    checks.append((top_k >= 1, "sample_logits: top_k", "an int >= 1", top_k))
+  if top_p is not None and _check_scalar(
+      top_p, "sample_logits: top_p", lambda v: 0 < v <= 1, "in (0, 1] or None"):
+    checks.append(((top_p > 0) & (top_p <= 1), "sample_logits: top_p",
+                   "in (0, 1] or None", top_p))
+  # The own checks first: under checkify the first failing check is reported.
+  valid = _traced_valid(checks) if checks else None
   filtered = apply_temperature(logits, temperature)
   if top_k is not None:
     filtered = top_k_filter(filtered, top_k)
   if top_p is not None:
     filtered = top_p_filter(filtered, top_p)
-  return gumbel_max(key, filtered)
+  ids = gumbel_max(key, filtered)
+  if valid is None:
+    return ids
+  return jnp.where(valid, ids, _INVALID_ID)

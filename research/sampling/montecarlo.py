@@ -22,6 +22,12 @@ variance of the n-sample estimate of i.i.d. terms is var / n. For a figure of
 estimator variance vs n (also valid for the leave-one-out baseline, whose terms
 are not independent), use ``gradient_variance``, which repeats the n-sample
 estimate over independent keys.
+
+Checks under ``jit``: every check in this module is static (``n`` and
+``num_repeats`` must be Python ints, so a traced one raises ``ValueError``;
+shapes and the ``baseline`` kind are known at trace time). No argument has a
+value condition that a tracer could hide: ``mu``, ``log_var`` and a constant
+``baseline`` take any real value (docs/library.md, "Checks under jit").
 """
 import numbers
 from typing import NamedTuple

@@ -8,12 +8,20 @@ d z / d params exists and pathwise gradients of E[f(z)] flow through the sample
 All noise comes from ``key`` (first argument); uniforms are drawn on the open
 interval (0, 1) so no formula takes log(0). Parameters broadcast against each
 other; the output has their broadcast shape, float32.
+
+Checks under ``jit``: a concrete ``scale`` / ``rate`` that is not > 0 everywhere
+raises ``ValueError`` naming it. A traced one gives NaN in the entries where it
+is not > 0 (or is NaN), via ``jnp.where`` (valid entries are bitwise the
+unchecked formula, gradients included), and the same condition is a
+``checkify.debug_check``, reported only under ``checkify.checkify(f,
+errors=checkify.user_checks)`` (docs/library.md, "Checks under jit").
+``mu`` / ``log_var`` / ``loc`` take any real value and are not checked.
 """
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.sampling.continuous import _concrete, open_uniform
+from research.sampling.continuous import _concrete, _where_valid, open_uniform
 
 _FLOAT = jnp.float32
 
@@ -30,9 +38,18 @@ def _broadcast(name, *named_arrays):
 
 
 def _check_positive(name, value):
+  """ValueError unless concrete ``value`` > 0; returns whether it was traced."""
   concrete = _concrete(value)
   if concrete is not None and not np.all(concrete > 0):
     raise ValueError(f"{name} must be > 0 everywhere, got {concrete}")
+  return concrete is None
+
+
+def _nan_unless_positive(name, traced, value, x):
+  """x where a traced ``value`` > 0 (bitwise), NaN elsewhere; x when concrete."""
+  if not traced:
+    return x
+  return _where_valid(value > 0, x, jnp.nan, f"{name} must be > 0 everywhere")
 
 
 def rsample_normal(key, mu, log_var):
@@ -81,15 +98,16 @@ def rsample_gumbel(key, loc, scale):
   Args:
     key: PRNG key.
     loc: location.
-    scale: scale > 0 (checked when concrete), broadcastable with ``loc``.
+    scale: scale > 0 (ValueError when concrete; traced: NaN where not),
+      broadcastable with ``loc``.
 
   Returns:
     float32 array of the broadcast shape.
   """
-  _check_positive("rsample_gumbel: scale", scale)
+  traced = _check_positive("rsample_gumbel: scale", scale)
   (loc, scale), shape = _broadcast("rsample_gumbel", ("loc", loc), ("scale", scale))
   g = -jnp.log(-jnp.log(open_uniform(key, shape)))
-  return loc + scale * g
+  return _nan_unless_positive("rsample_gumbel: scale", traced, scale, loc + scale * g)
 
 
 def rsample_logistic(key, loc, scale):
@@ -102,15 +120,17 @@ def rsample_logistic(key, loc, scale):
   Args:
     key: PRNG key.
     loc: location.
-    scale: scale > 0 (checked when concrete), broadcastable with ``loc``.
+    scale: scale > 0 (ValueError when concrete; traced: NaN where not),
+      broadcastable with ``loc``.
 
   Returns:
     float32 array of the broadcast shape.
   """
-  _check_positive("rsample_logistic: scale", scale)
+  traced = _check_positive("rsample_logistic: scale", scale)
   (loc, scale), shape = _broadcast("rsample_logistic", ("loc", loc), ("scale", scale))
   u = open_uniform(key, shape)
-  return loc + scale * (jnp.log(u) - jnp.log1p(-u))
+  z = loc + scale * (jnp.log(u) - jnp.log1p(-u))
+  return _nan_unless_positive("rsample_logistic: scale", traced, scale, z)
 
 
 def rsample_exponential(key, rate):
@@ -121,11 +141,13 @@ def rsample_exponential(key, rate):
 
   Args:
     key: PRNG key.
-    rate: rate > 0 (checked when concrete); mean 1 / rate.
+    rate: rate > 0 (ValueError when concrete; traced: NaN where not);
+      mean 1 / rate.
 
   Returns:
     float32 array of ``rate.shape``.
   """
-  _check_positive("rsample_exponential: rate", rate)
+  traced = _check_positive("rsample_exponential: rate", rate)
   rate = jnp.asarray(rate, _FLOAT)
-  return -jnp.log(open_uniform(key, rate.shape)) / rate
+  z = -jnp.log(open_uniform(key, rate.shape)) / rate
+  return _nan_unless_positive("rsample_exponential: rate", traced, rate, z)
