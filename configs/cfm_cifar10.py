@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.flow = ml_collections.ConfigDict({"path": "icfm", "coupling": a.coupling, "sigma": 0.0,
                                       "sigma_min": 1e-4})
   c.sample = ml_collections.ConfigDict({"sampler": "dopri5", "num_steps": 100,
-                                        "guidance_scale": 1.0})
+                                        "guidance_scale": 1.0, "options": ""})
   c.train.num_steps = 400_000
   c.train.batch_size = 128
   c.train.checkpoint_every = 10_000

@@ -29,5 +29,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.flow = ml_collections.ConfigDict({"path": a.path, "coupling": "independent", "sigma": 0.0,
                                       "sigma_min": 1e-4})
   c.sample = ml_collections.ConfigDict({"sampler": a.sampler, "num_steps": a.sample_steps,
-                                        "guidance_scale": a.guidance})
+                                        "guidance_scale": a.guidance, "options": ""})
   return images.digits_schedule(c, a)

@@ -18,7 +18,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict({"hidden": (256, 256, 256), "time_dim": 32})
   c.flow = ml_collections.ConfigDict({
       "path": a.path, "coupling": a.coupling, "sigma": a.sigma, "sigma_min": 1e-4})
-  c.sample = ml_collections.ConfigDict({"sampler": "rk4", "num_steps": 25})
+  c.sample = ml_collections.ConfigDict({"sampler": "rk4", "num_steps": 25, "options": ""})
   c.train.num_steps = a.steps
   c.train.batch_size = a.batch
   c.train.checkpoint_every = 1000

@@ -48,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                         # Ho et al.'s and Nichol & Dhariwal's samplers clip
                                         # x0 to [-1, 1] (clip_denoised); EDM does not
                                         "clip_x0": "static" if a.paper != "edm" else "none",
-                                        "options": ml_collections.ConfigDict()})
+                                        "options": ""})
   c.train.batch_size = 128
   c.train.checkpoint_every = 10_000
   c.train.log_every = 500

@@ -36,5 +36,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "weighting": "none", "t_sampler": "uniform", "min_snr_gamma": 5.0})
   c.sample = ml_collections.ConfigDict({"sampler": a.sampler, "num_steps": a.sample_steps,
                                         "guidance_scale": a.guidance, "clip_x0": a.clip,
-                                        "options": ml_collections.ConfigDict()})
+                                        "options": ""})
   return images.digits_schedule(c, a)

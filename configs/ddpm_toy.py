@@ -28,9 +28,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.diffusion = ml_collections.ConfigDict({
       "schedule": a.schedule, "num_train_steps": 1000, "prediction": a.prediction,
       "weighting": a.weighting, "t_sampler": "uniform", "min_snr_gamma": 5.0})
-  # options: extra keyword options of config.sample.sampler only (e.g. {"eta": 1.0} for ddim).
+  # options: options of config.sample.sampler only, "k=v,k2=v2" (e.g. "eta=1.0" for ddim).
   c.sample = ml_collections.ConfigDict({"sampler": a.sampler, "num_steps": a.sample_steps,
-                                        "options": ml_collections.ConfigDict()})
+                                        "options": ""})
   c.train.num_steps = a.steps
   c.train.batch_size = a.batch
   c.train.checkpoint_every = 1000

@@ -52,33 +52,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.pixels import PIXEL_RANGES, check_pixel_range, from_unit, to_unit  # noqa: F401
 from research.data import toy
 
 DIGITS_NAMES = ("digits", "digits_binary", "digits16", "digits32", "digits_pad16")
 DIGITS_NUM_TRAIN = 1500
 DIGITS_NUM_CLASSES = 10
 TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "celeb_a")
-PIXEL_RANGES = ("unit", "symmetric")
-
-
-def check_pixel_range(pixel_range: str) -> str:
-  """Return pixel_range if it is one of PIXEL_RANGES, else raise ValueError."""
-  if pixel_range not in PIXEL_RANGES:
-    raise ValueError(f"pixel_range must be one of {PIXEL_RANGES}, got {pixel_range!r}")
-  return pixel_range
-
-
-def from_unit(u, pixel_range: str):
-  """Map [0, 1] images to model space: u ("unit") or 2 u - 1 ("symmetric")."""
-  check_pixel_range(pixel_range)
-  return u if pixel_range == "unit" else 2.0 * u - 1.0
-
-
-def to_unit(x, pixel_range: str):
-  """Map model-space images back to [0, 1], clipped: x or (x + 1) / 2 ("symmetric")."""
-  check_pixel_range(pixel_range)
-  u = x if pixel_range == "unit" else (x + 1.0) / 2.0
-  return jnp.clip(u, 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +159,45 @@ class ArrayDataset:
 def dataset_names() -> tuple[str, ...]:
   """Every name make_dataset accepts."""
   return tuple(toy.NAMES) + DIGITS_NAMES + TFDS_NAMES
+
+
+# Example shape of each in-memory image set (dataset_info reads it without loading).
+_DIGITS_SHAPES = {"digits": (8, 8, 1), "digits_binary": (8, 8, 1), "digits16": (16, 16, 1),
+                  "digits32": (32, 32, 1), "digits_pad16": (16, 16, 1)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What config checks need to know about a data set, without building it."""
+  name: str
+  shape: tuple
+  num_classes: int
+  pixel_range: str
+
+  @property
+  def image(self) -> bool:
+    return len(self.shape) == 3
+
+
+def dataset_info(data_config) -> DatasetInfo:
+  """Name, example shape, number of classes and pixel range of data_config (nothing is loaded).
+
+  Raises ValueError naming config.data.name / config.data.pixel_range for a bad one;
+  make_dataset(data_config) builds a set with exactly this shape and class count.
+  """
+  name = data_config.get("name") if hasattr(data_config, "get") else None
+  pixel_range = data_config.get("pixel_range", "unit") if hasattr(data_config, "get") else None
+  if pixel_range not in PIXEL_RANGES:
+    raise ValueError(f"config.data.pixel_range must be one of {PIXEL_RANGES}, got {pixel_range!r}")
+  if name in toy.NAMES:
+    return DatasetInfo(name, (2,), 0, pixel_range)
+  if name in _DIGITS_SHAPES:
+    return DatasetInfo(name, _DIGITS_SHAPES[name], DIGITS_NUM_CLASSES, pixel_range)
+  if name in TFDS_NAMES:
+    from experiments import data_tfds  # tfds + grain only when asked for
+    spec = data_tfds.SPECS[name]
+    return DatasetInfo(name, tuple(spec.shape), spec.num_classes, pixel_range)
+  raise ValueError(f"config.data.name must be one of {dataset_names()}, got {name!r}")
 
 
 def make_dataset(data_config):

@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from experiments import data as data_lib
+from experiments import pixels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +73,6 @@ SPECS = {
     "cifar10": TfdsSpec((32, 32, 3), 10),
     "celeb_a": TfdsSpec((64, 64, 3), 0, crop=140),
 }
-assert tuple(SPECS) == data_lib.TFDS_NAMES
 READ_THREADS = min(8, os.cpu_count() or 1)  # grain threads preparing step batches
 PREFETCH_STEPS = 4                          # step batches prepared ahead
 _STATE_KEYS = ("dataset", "seed", "batch_size", "global_batches")
@@ -177,7 +176,7 @@ class TfdsDataset:
     if name not in SPECS:
       raise ValueError(f"name must be one of {tuple(SPECS)}, got {name!r}")
     self.name = name
-    self.pixel_range = data_lib.check_pixel_range(pixel_range)
+    self.pixel_range = pixels.check_pixel_range(pixel_range)
     self.data_dir = data_dir
     self.spec = SPECS[name]
     self._sources = {}
@@ -209,7 +208,7 @@ class TfdsDataset:
       image = centre_crop_resize(image, self.spec.crop, self.spec.shape[0])
     if image.shape != self.spec.shape:
       raise ValueError(f"{self.name} image has shape {image.shape}, expected {self.spec.shape}")
-    return data_lib.from_unit(image.astype(np.float32) / np.float32(255.0), self.pixel_range)
+    return pixels.from_unit(image.astype(np.float32) / np.float32(255.0), self.pixel_range)
 
   def read(self, split: str, indices) -> dict:
     """{"x": float32 (n, *shape), "y": int32 (n,)} of records `indices` of a split."""
@@ -246,4 +245,4 @@ class TfdsDataset:
 
   def to_unit(self, x):
     """Model-space images -> [0, 1] (clipped), for metrics and plots."""
-    return data_lib.to_unit(x, self.pixel_range)
+    return pixels.to_unit(x, self.pixel_range)

@@ -4,6 +4,9 @@ Points (toy data): W2 / MMD / energy distance vs a fresh draw and the W2 of two
 data draws (the floor). Images: Fréchet distance, precision / recall in the
 feature space of the project's digits classifier (and class accuracy of
 class-conditional samples). Runs with num_seeds replicas report mean and std.
+
+    summary = evaluate(run, state_or_params, SampleRequest(...))    # a dict; writes nothing
+    summary = evaluate_run(run, workdir, state, compile_s)          # + plots, eval.json
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import run as run_lib
+from experiments.families.protocol import SampleRequest
 from research.metrics import distances
 
 
@@ -63,18 +68,36 @@ def _heldout_size(dataset) -> int:
   return int(test.shape[0]) if test is not None else 10_000
 
 
-def _evaluate_replica(run, workdir: str, params, replica: int, step: int, plot: bool) -> dict:
-  """Metrics of one replica's EMA params (sample quality + the family's own metrics)."""
-  from experiments import trainer
-  config = run.config
-  n = config.eval.num_samples
-  options = {}
+def plot_samples(run, workdir: str, samples, step: int) -> str | None:
+  """WORKDIR/samples_<step>.png: 2-D scatter beside a data draw, or an image grid (process 0)."""
+  if jax.process_index() != 0:
+    return None
+  from experiments import run_figures
+  path = os.path.join(workdir, f"samples_{step:07d}.png")
+  title = f"{run.config.family} on {run.config.data.name}, step {step}"
+  reference = None
+  if tuple(run.dataset.shape) == (2,):
+    reference = run.dataset.sample(jax.random.fold_in(run.keys_of(0)["eval"], step),
+                                   samples.shape[0])
+  return run_figures.sample_plot(path, samples, reference=reference,
+                                 to_unit=getattr(run.dataset, "to_unit", None), title=title)
+
+
+def evaluate_params(run, params, request: SampleRequest | None = None, *, replica: int = 0,
+                    step: int = 0, workdir: str | None = None, plot: bool = False) -> dict:
+  """Metrics of one replica's params: config.eval.num_samples samples drawn with `request`
+  (None: the config's defaults), their quality, and the family's own metrics; with `plot`
+  and a workdir also the sample plot and the family's figures."""
+  request = SampleRequest.of(request)
+  n = run.config.eval.num_samples
+  run.family.check_request(request, n)
   labels = None
-  if run.conditional:
-    labels = jnp.arange(n, dtype=jnp.int32) % run.family.num_classes
-    options = {"labels": labels}
+  if run.conditional:   # class accuracy needs the labels the samples were drawn for
+    labels = (jnp.arange(n, dtype=jnp.int32) % run.family.num_classes if request.labels is None
+              else jnp.asarray(request.labels, jnp.int32))
+    request = SampleRequest.of(request, labels=labels)
   t0 = time.perf_counter()
-  x, stats = trainer.sample(run, params, n, replica=replica, **options)
+  x, stats = run_lib.sample(run, params, n, request, replica=replica)
   x = jax.block_until_ready(x)
   summary = {"sample_seconds": time.perf_counter() - t0,
              **{k: (float(v) if np.ndim(v) == 0 else v) for k, v in stats.items()}}
@@ -85,8 +108,8 @@ def _evaluate_replica(run, workdir: str, params, replica: int, step: int, plot: 
     summary.update(image_metrics(jax.random.fold_in(eval_key, 3), x, run.dataset, labels))
   if hasattr(run.family, "evaluate"):  # family-specific metrics (held-out ELBO, mode coverage, ...)
     summary.update(run.family.evaluate(params, jax.random.fold_in(eval_key, 1), run.dataset))
-  if plot:
-    path = trainer._plot(run, workdir, x, step)
+  if plot and workdir is not None:
+    path = plot_samples(run, workdir, x, step)
     if path:
       summary["plot"] = path
     if hasattr(run.family, "figures") and jax.process_index() == 0:  # e.g. latent grids
@@ -111,17 +134,38 @@ def aggregate_replicas(per_replica: list[dict]) -> dict:
   return out
 
 
-def evaluate_run(run, workdir: str, state, compile_s: float) -> dict:
-  """Evaluate a finished run's EMA params (every replica); write WORKDIR/eval.json."""
-  from experiments import logs, trainer
-  step = trainer.current_step(state)
+def evaluate(run, state_or_params, request: SampleRequest | None = None, *,
+             step: int | None = None, workdir: str | None = None, plot: bool = False) -> dict:
+  """The evaluation summary of every replica (mean / std / per_seed for num_seeds > 1).
+
+  state_or_params: a train state (its "ema_params" and "step" are used) or params.
+  request: how to sample (None: the config's defaults); refused fields raise ValueError
+  before anything is sampled. Writes nothing unless plot and workdir are given (plots only).
+  """
+  if isinstance(state_or_params, dict) and "ema_params" in state_or_params:
+    params = state_or_params["ema_params"]
+    step = run_lib.current_step(state_or_params) if step is None else step
+  else:
+    params, step = state_or_params, 0 if step is None else step
+  request = SampleRequest.of(request)
+  run.family.check_request(request, run.config.eval.num_samples)
   per_replica = [
-      _evaluate_replica(run, workdir, trainer.replica_params(run, state["ema_params"], i), i,
-                        step, plot=i == 0)
+      evaluate_params(run, run_lib.replica_params(run, params, i), request, replica=i, step=step,
+                      workdir=workdir, plot=plot and i == 0)
       for i in range(run.num_seeds)]
   summary = per_replica[0] if run.num_seeds == 1 else aggregate_replicas(per_replica)
-  summary = {"status": "done", "step": step, "num_samples": run.config.eval.num_samples,
-             "sampler": run.config.get("sample", {}).get("sampler"), "num_seeds": run.num_seeds,
+  return {"status": "done", "step": step, "num_samples": run.config.eval.num_samples,
+          "sampler": request.sampler or run.config.get("sample", {}).get("sampler"),
+          "num_seeds": run.num_seeds, **summary}
+
+
+def evaluate_run(run, workdir: str, state, compile_s: float) -> dict:
+  """Evaluate a finished run's EMA params (every replica, config defaults); write
+  WORKDIR/eval.json and the eval row of metrics.jsonl; return the summary."""
+  from experiments import logs
+  summary = evaluate(run, state, workdir=workdir, plot=True)
+  step = summary["step"]
+  summary = {**{k: summary[k] for k in ("status", "step", "num_samples", "sampler", "num_seeds")},
              "train_compile_s": compile_s, **summary}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "eval.json"), "w") as f:

@@ -8,16 +8,23 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
 
 
+def effective_warmup(optim, num_steps: int) -> int:
+  """optim.warmup_steps clipped to the run: at most num_steps - 1 (so a short run still works)."""
+  return max(0, min(optim.get("warmup_steps", 0), num_steps - 1))
+
+
 def learning_rate(optim, num_steps: int) -> optax.Schedule:
-  """The lr schedule named by optim.schedule (warmup in optim.warmup_steps)."""
-  lr, warmup = optim.lr, optim.get("warmup_steps", 0)
+  """The lr schedule named by optim.schedule (warmup in optim.warmup_steps, clipped to the run)."""
+  lr, warmup = optim.lr, effective_warmup(optim, num_steps)
   name = optim.get("schedule", "constant")
   if name == "constant":
     return optax.warmup_constant_schedule(0.0, lr, warmup) if warmup else optax.constant_schedule(lr)
   if name == "cosine":
     return optax.cosine_decay_schedule(lr, num_steps, alpha=optim.get("final_lr_fraction", 0.0))
   if name == "warmup_cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), num_steps,
+    # One warmup step at least (lr 0 at step 0), unless the run is a single step.
+    warmup = max(warmup, min(1, num_steps - 1))
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, num_steps,
                                               end_value=lr * optim.get("final_lr_fraction", 0.0))
   if name == "linear":
     return optax.linear_schedule(lr, lr * optim.get("final_lr_fraction", 0.0), num_steps)

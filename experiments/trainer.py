@@ -1,154 +1,35 @@
-"""The one training loop: every family plugs in init / loss / sample.
+"""The one training loop: every family plugs in init / loss / sample (families/protocol.py).
 
 The trainer owns the optimizer (optax), the EMA, the jitted and sharded step,
 orbax checkpoints, metrics.jsonl, the progress bar and the sample plots. The
 workdir is the only state: relaunching the same command resumes from the last
 complete checkpoint. Keys derive from (seed, step) -- data, noise and sampling
 -- so a resumed run ends bit-identical to an uninterrupted one, and the global
-batch (and so every loss) does not depend on the number of devices.
+batch (and so every loss) does not depend on the number of devices. The run
+itself (dataset, family, optimizers, state layout, keys) is built by
+experiments/run.py; the final evaluation is experiments/evaluation.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import time
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import checkpoint, configuration, evaluation, families, logs, optim, plotting
+from experiments import checkpoint, configuration, evaluation, logs, optim
 from experiments import sharding as sharding_lib
-from experiments.data import make_dataset
-
-# fold_in tags separating the streams that derive from config.seed.
-INIT, TRAIN, SAMPLE, EVAL = 0, 1, 2, 3
+# The run's pieces live in experiments/run.py; these names stay importable from here.
+from experiments.families.protocol import Phase, SampleRequest  # noqa: F401
+from experiments.run import (EVAL, INIT, SAMPLE, TRAIN, Run, build, current_step,  # noqa: F401
+                             group_of, init_state, phases_of, replica_params, sample, seed_keys)
 
 
 class NonFiniteLossError(FloatingPointError):
   """Raised when the loss stops being finite; the last good checkpoint is kept."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Phase:
-  """One optimizer update inside a train step.
-
-  loss(params, batch, key) -> (loss, metrics) sees all params; gradients flow to
-  params[group] only (all params if group is None), updated by the optax
-  optimizer built from config[optim], `repeats` times per step on fresh batches.
-  GANs use two phases (critic x n_critic, then generator); most families one.
-  project(group_params) -> group_params, if given, is applied after every update
-  of this phase (e.g. WGAN weight clipping after each critic update).
-  """
-  name: str
-  loss: Callable
-  group: str | None = None
-  optim: str = "optim"
-  repeats: int = 1
-  project: Callable | None = None
-
-
-def phases_of(family) -> tuple[Phase, ...]:
-  """The family's phases, or one phase training all params on family.loss."""
-  if hasattr(family, "phases"):
-    return tuple(family.phases())
-  return (Phase("model", family.loss),)
-
-
-@dataclasses.dataclass
-class Run:
-  """Everything built from a config that the loop and the samplers need."""
-  config: object
-  family: object
-  dataset: object
-  mesh: jax.sharding.Mesh
-  phases: tuple
-  optimizers: dict
-  state_shardings: object
-  abstract_state: object
-  keys: dict            # name -> key; stacked (num_seeds,) keys when num_seeds > 1
-  num_seeds: int = 1
-
-  @property
-  def host_data(self) -> bool:
-    """True when batches come from a host iterator (tfds + grain), not from a key in jit."""
-    return bool(getattr(self.dataset, "host_data", False))
-
-  @property
-  def conditional(self) -> bool:
-    """True when the family trains on (x, label) batches."""
-    return bool(getattr(self.family, "conditional", False))
-
-  def keys_of(self, i: int) -> dict:
-    """The keys of replica i (replica i of a num_seeds run uses seed config.seed + i)."""
-    if self.num_seeds == 1:
-      return self.keys
-    return {name: k[i] for name, k in self.keys.items()}
-
-
-def build(config) -> Run:
-  """Validate the config, then build family, data, mesh, optimizers and state layout."""
-  configuration.validate(config)
-  family = families.get(config.family)(config)
-  dataset = make_dataset(config.data)
-  mesh = sharding_lib.make_mesh(config.train.get("num_devices", 0) or None)
-  sharding_lib.check_batch_divisible(config.train.batch_size, mesh)
-  phases = phases_of(family)
-  optimizers = {p.name: optim.make_optimizer(config[p.optim], config.train.num_steps) for p in phases}
-  num_seeds = int(config.get("num_seeds", 1))
-  keys = seed_keys(config.seed)
-  if num_seeds > 1:  # replica i is the run with seed config.seed + i
-    per_replica = [seed_keys(config.seed + i) for i in range(num_seeds)]
-    keys = {name: jnp.stack([k[name] for k in per_replica]) for name in keys}
-  init = _replicated(lambda k: _initial_state(family, phases, optimizers, k), num_seeds)
-  abstract = jax.eval_shape(init, keys["init"])
-  shardings = sharding_lib.param_sharding(abstract, mesh, config.train.get("param_sharding", "replicated"))
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
-  return Run(config, family, dataset, mesh, phases, optimizers, shardings, abstract, keys,
-             num_seeds)
-
-
-def seed_keys(seed: int) -> dict:
-  """The independent key streams (init, train, sample, eval) of one seed."""
-  root = jax.random.key(seed)
-  return {name: jax.random.fold_in(root, tag) for name, tag in
-          (("init", INIT), ("train", TRAIN), ("sample", SAMPLE), ("eval", EVAL))}
-
-
-def _replicated(fn, num_seeds: int):
-  """fn itself, or fn vmapped over a leading replica axis of every argument (num_seeds > 1)."""
-  return fn if num_seeds == 1 else jax.vmap(fn)
-
-
-def _group(params, group):
-  return params if group is None else params[group]
-
-
-def _initial_state(family, phases, optimizers, key):
-  params = family.init(key)
-  return {
-      "step": jnp.zeros((), jnp.int32),
-      "params": params,
-      "opt_state": {p.name: optimizers[p.name].init(_group(params, p.group)) for p in phases},
-      "ema_params": jax.tree.map(jnp.copy, params),
-      "first_nonfinite": jnp.full((), -1, jnp.int32),
-  }
-
-
-def init_state(run: Run):
-  init = _replicated(lambda k: _initial_state(run.family, run.phases, run.optimizers, k),
-                     run.num_seeds)
-  return jax.jit(init, out_shardings=run.state_shardings)(run.keys["init"])
-
-
-def current_step(state) -> int:
-  """The step of a (possibly replica-stacked) state as a Python int."""
-  return int(np.asarray(jax.device_get(state["step"])).reshape(-1)[0])
 
 
 def update_keys(train_key: jax.Array, step, draw) -> tuple[jax.Array, jax.Array]:
@@ -165,7 +46,8 @@ def make_train_step(run: Run):
   """jit(state, key[, batches]) -> (state, metrics): one train step (every phase, every repeat).
 
   Update d of step s draws its batch from data(fold_in(fold_in(key, s), d)) and its
-  loss noise from the same key, so the run is a function of (seed, step). With a
+  loss noise from the same key, so the run is a function of (seed, step); every phase's
+  loss is called as loss(params, batch, key, step) with the int32 step s. With a
   host-data set (tfds + grain) the batches come in instead, as a dict of arrays
   {"x", "y"} with a leading axis of draws_per_step(run), laid out over "data" on
   their batch axis; the loss noise still comes from the key. Conditional families
@@ -206,11 +88,11 @@ def make_train_step(run: Run):
 
         def loss_fn(trained):
           full = trained if phase.group is None else {**params, phase.group: trained}
-          return phase.loss(full, batch, loss_key)
+          return phase.loss(full, batch, loss_key, step)
 
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(_group(params, phase.group))
-        updates, opt_state = tx.update(grads, opt_state, _group(params, phase.group))
-        trained = optax.apply_updates(_group(params, phase.group), updates)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(group_of(params, phase.group))
+        updates, opt_state = tx.update(grads, opt_state, group_of(params, phase.group))
+        trained = optax.apply_updates(group_of(params, phase.group), updates)
         if phase.project is not None:
           trained = phase.project(trained)
         params = trained if phase.group is None else {**params, phase.group: trained}
@@ -285,18 +167,6 @@ def restore_or_init(run: Run, manager):
   return init_state(run), False, None
 
 
-def sample(run: Run, params, n: int, *, seed_offset: int = 0, replica: int = 0,
-           **sampler_options):
-  """Draw n samples from the family with the given (single-replica) params; returns (x, stats)."""
-  key = jax.random.fold_in(run.keys_of(replica)["sample"], seed_offset)
-  return run.family.sample(params, key, n, **sampler_options)
-
-
-def replica_params(run: Run, params, i: int):
-  """Replica i's parameters (params itself when num_seeds == 1)."""
-  return params if run.num_seeds == 1 else jax.tree.map(lambda a: a[i], params)
-
-
 def _check_finite(state, manager) -> None:
   first = np.asarray(jax.device_get(state["first_nonfinite"])).reshape(-1)
   if np.any(first >= 0):
@@ -306,20 +176,6 @@ def _check_finite(state, manager) -> None:
     raise NonFiniteLossError(
         f"non-finite loss at step {int(first[replica])}{where}; training stopped. The last good "
         f"checkpoint (step {last}) is kept in {manager.directory}")
-
-
-def _plot(run: Run, workdir: str, samples, step: int) -> str | None:
-  """Plot samples into WORKDIR/samples_<step>.png: 2-D scatter vs data, or an image grid."""
-  if jax.process_index() != 0:
-    return None
-  path = os.path.join(workdir, f"samples_{step:07d}.png")
-  title = f"{run.config.family} on {run.config.data.name}, step {step}"
-  if tuple(run.dataset.shape) == (2,):
-    ref = run.dataset.sample(jax.random.fold_in(run.keys_of(0)["eval"], step), samples.shape[0])
-    return plotting.scatter_samples(path, samples, ref, title=title)
-  if len(run.dataset.shape) == 3 and hasattr(run.dataset, "to_unit"):
-    return plotting.image_grid(path, np.asarray(run.dataset.to_unit(samples[:64])), title=title)
-  return None
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -395,7 +251,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         last_saved = step
       if tc.get("plot_every", 0) and step % tc.plot_every == 0 and step < tc.num_steps:
         params = replica_params(run, state["ema_params"], 0)
-        _plot(run, workdir, sample(run, params, run.config.eval.plot_samples)[0], step)
+        evaluation.plot_samples(run, workdir, sample(run, params, run.config.eval.plot_samples)[0],
+                                step)
     manager.wait_until_finished()
     progress.close()
     _check_finite(state, manager)

@@ -1,19 +1,15 @@
-"""Model families: plug-ins of the one trainer.
+"""Model families: plug-ins of the one trainer, registered by name.
 
-A family is a class built from the config with
-  init(key) -> params                                  (a plain pytree)
-  loss(params, batch, key) -> (scalar loss, metrics dict)
-  sample(params, key, n, **sampler_options) -> (samples, stats dict)
-and a static check_config(config) that raises ValueError before anything compiles.
-Optional: phases() -> [trainer.Phase] for several optimizers / alternating updates
-(GANs), after_step(params, step) -> params to refresh frozen parameter groups,
-evaluate(params, key, dataset) -> dict of final metrics, and
-figures(params, key, workdir, step) -> list of PNG paths written at the end.
+The contract a family implements (`Family`, `Phase`, `SampleRequest`) is written in
+experiments/families/protocol.py. `get(name)` returns the class registered under
+config.family; `register(name, cls_or_path)` adds one.
 """
 
 from __future__ import annotations
 
 import importlib
+
+from experiments.families.protocol import Family, Phase, SampleRequest  # noqa: F401
 
 _FAMILIES = {
     "flow_matching": "experiments.families.flow_matching:FlowMatching",

@@ -16,19 +16,16 @@ Modes (config.consistency.mode):
          fixed N = config.consistency.num_points, EMA target with fixed decay mu0.
 
 Parameter groups: {"online": F's params (the only group the optimizer trains),
-"target": the EMA target network (ct, cd), "counter": {"step": float32 k}}. The
-trainer's loss signature loss(params, batch, key) carries no step, so the curriculum
-step k lives in the frozen "counter" group: after_step(params, step) sets it to step + 1
-(from the trainer's own step, so it is checkpointed and exact after a resume) and
-moves the target by theta- <- mu theta- + (1 - mu) theta. It is float32 because the
-trainer's evaluation EMA averages every group (the EMA'd counter and target are unused).
+"target": the EMA target network (ct, cd)}. The curriculum step k is the train
+step the trainer passes to the loss and to after_step(params, step), which moves
+the target by theta- <- mu(k) theta- + (1 - mu(k)) theta (the evaluation EMA of
+the target is unused).
 
 Sampling: CM Algorithm 1 with the trainer's EMA of "online"; num_steps = NFE
 (1: one-step generation), intermediate noise levels config.sample.sigmas (or Karras
 defaults, research.diffusion.consistency.sample_sigmas; for cd snapped to the nearest
-level of its fixed training grid, since a CD model is fit only there: on ring8 a
-2-step tau of 2.52, between the grid levels 1.92 and 3.26, gave an energy distance
-of 0.0136 vs 0.0032-0.0033 at those two levels). Dropout (U-Net): one dropout
+level of its fixed training grid, since a CD model is fit only there: a level between
+two grid levels samples markedly worse than either). Dropout (U-Net): one dropout
 key is closed into both loss passes, online and target, as in iCT.
 
 Class-conditional models (config.model.num_classes = K > 0; ict/ct only) train
@@ -45,8 +42,11 @@ import os
 import jax
 import jax.numpy as jnp
 
-from experiments.data import make_dataset
-from experiments.families import networks
+from experiments import validation as check
+from experiments.data import dataset_info
+from experiments.families import networks, sampler_specs
+from experiments.families.protocol import (Phase, SampleRequest, as_request, check_conditioning,
+                                           guidance_for, labels_for, refuse, refuse_given)
 from research.diffusion import guidance as guidance_lib
 from research.diffusion import consistency as cm
 from research.losses import consistency as losses
@@ -55,14 +55,24 @@ from research.metrics import distances
 MODES = ("ict", "ct", "cd")
 
 
+def _check_options(options: dict, field: str) -> dict:
+  """Of the consistency sampler's options only the levels `sigmas` are free at sampling
+  time; sigma_min and rho are those the model was trained with (config.consistency)."""
+  for key in options:
+    if key != "sigmas":
+      raise ValueError(f"{field}: option {key!r} of the consistency sampler is fixed by the "
+                       f"trained model (config.consistency); only 'sigmas' can be given")
+  return options
+
+
 def _teacher_denoiser(workdir: str):
-  """D(x; sigma) of the diffusion model trained in `workdir` (its EMA params), via sampling.load.
+  """D(x; sigma) of the diffusion model trained in `workdir` (its EMA params), via run.load.
 
   The diffusion family exposes its network as model_fn(params) -> (x_t, t) -> prediction,
   plus its schedule and prediction type; the denoiser converts to EDM sigma space.
   """
-  from experiments import sampling  # the trainer imports families: import at use
-  run, state = sampling.load(workdir)
+  from experiments import run as run_lib  # run builds families: import at use
+  run, state = run_lib.load(workdir)
   family = run.family
   for attr in ("model_fn", "schedule", "prediction"):
     if not hasattr(family, attr):
@@ -75,25 +85,28 @@ def _teacher_denoiser(workdir: str):
 
 class Consistency:
   """Consistency family: init / phases / after_step / sample / evaluate over plain pytrees."""
+  name = "consistency"
 
   @staticmethod
   def check_config(config) -> None:
+    networks.check_model_config(config.model, dataset_info(config.data).shape,
+                                family="consistency")
     c = config.consistency
-    if c.mode not in MODES:
-      raise ValueError(f"config.consistency.mode must be one of {MODES}, got {c.mode!r}")
-    if not 0 < c.sigma_min < c.sigma_max or not math.isfinite(c.sigma_max):
+    check.choice(c.mode, MODES, "config.consistency.mode")
+    if not (check.is_number(c.sigma_min) and check.is_number(c.sigma_max)
+            and 0 < c.sigma_min < c.sigma_max and math.isfinite(c.sigma_max)):
       raise ValueError(f"config.consistency.sigma_min/sigma_max must satisfy 0 < sigma_min < "
                        f"sigma_max < inf, got {c.sigma_min!r}, {c.sigma_max!r}")
-    if not c.sigma_data > 0:
-      raise ValueError(f"config.consistency.sigma_data must be > 0, got {c.sigma_data!r}")
-    if not c.rho > 0:
-      raise ValueError(f"config.consistency.rho must be > 0, got {c.rho!r}")
+    check.positive_number(c.sigma_data, "config.consistency.sigma_data")
+    check.positive_number(c.rho, "config.consistency.rho")
     if c.mode in ("ict", "ct"):
-      if not (isinstance(c.s0, int) and isinstance(c.s1, int) and 1 <= c.s0 <= c.s1):
-        raise ValueError(f"config.consistency.s0/s1 must be integers with 1 <= s0 <= s1, "
+      check.positive_int(c.s0, "config.consistency.s0")
+      check.positive_int(c.s1, "config.consistency.s1")
+      if c.s0 > c.s1:
+        raise ValueError(f"config.consistency.s0/s1 must satisfy 1 <= s0 <= s1, "
                          f"got s0={c.s0!r}, s1={c.s1!r}")
     if c.mode == "cd":
-      if not (isinstance(c.num_points, int) and c.num_points >= 2):
+      if not (check.is_int(c.num_points) and c.num_points >= 2):
         raise ValueError(f"config.consistency.num_points must be an integer >= 2, "
                          f"got {c.num_points!r}")
       if not c.teacher_workdir:
@@ -102,47 +115,37 @@ class Consistency:
       if not os.path.exists(os.path.join(c.teacher_workdir, "config.json")):
         raise ValueError(f"config.consistency.teacher_workdir={c.teacher_workdir!r} holds no "
                          f"config.json: train the teacher there first")
-      if c.teacher_solver not in cm.TEACHER_SOLVERS:
-        raise ValueError(f"config.consistency.teacher_solver must be one of "
-                         f"{cm.TEACHER_SOLVERS}, got {c.teacher_solver!r}")
-    if c.mode in ("ct", "cd") and not 0.0 <= c.mu0 < 1.0:
-      raise ValueError(f"config.consistency.mu0 must be in [0, 1), got {c.mu0!r}")
-    if c.index_distribution not in losses.INDEX_DISTRIBUTIONS:
-      raise ValueError(f"config.consistency.index_distribution must be one of "
-                       f"{losses.INDEX_DISTRIBUTIONS}, got {c.index_distribution!r}")
-    if c.distance not in losses.DISTANCES:
-      raise ValueError(f"config.consistency.distance must be one of {losses.DISTANCES}, "
-                       f"got {c.distance!r}")
-    if c.weighting not in losses.WEIGHTINGS:
-      raise ValueError(f"config.consistency.weighting must be one of {losses.WEIGHTINGS}, "
-                       f"got {c.weighting!r}")
-    if config.sample.sampler != "consistency":
-      raise ValueError(f"config.sample.sampler must be 'consistency', got {config.sample.sampler!r}")
-    if not (isinstance(config.sample.num_steps, int) and config.sample.num_steps >= 1):
-      raise ValueError(f"config.sample.num_steps must be an integer >= 1, "
-                       f"got {config.sample.num_steps!r}")
-    sigmas = tuple(config.sample.get("sigmas", ()))
-    if sigmas and (any(not 0 < s <= c.sigma_max for s in sigmas)
+      check.choice(c.teacher_solver, cm.TEACHER_SOLVERS, "config.consistency.teacher_solver")
+    if c.mode in ("ct", "cd"):
+      check.number_in(c.mu0, "config.consistency.mu0", 0.0, 1.0)
+    check.choice(c.index_distribution, losses.INDEX_DISTRIBUTIONS,
+                 "config.consistency.index_distribution")
+    check.choice(c.distance, losses.DISTANCES, "config.consistency.distance")
+    check.choice(c.weighting, losses.WEIGHTINGS, "config.consistency.weighting")
+    s = config.sample
+    check.choice(s.sampler, ("consistency",), "config.sample.sampler")
+    check.positive_int(s.num_steps, "config.sample.num_steps")
+    _check_options(sampler_specs.check_options(
+        sampler_specs.diffusion("consistency"), s.get("options", ""), "config.sample.options"),
+        "config.sample.options")
+    sigmas = tuple(s.get("sigmas", ()))
+    if sigmas and (any(not 0 < x <= c.sigma_max for x in sigmas)
                    or any(a <= b for a, b in zip(sigmas, sigmas[1:]))):
       raise ValueError(f"config.sample.sigmas must be decreasing levels in (0, sigma_max], "
                        f"got {sigmas}")
     if config.model.get("num_classes", 0) and c.mode == "cd":
       raise ValueError("config.model.num_classes > 0 (class-conditional) is supported for "
                        "config.consistency.mode 'ict' and 'ct', not 'cd'")
-    if not config.sample.get("guidance_scale", 1.0) >= 0:
-      raise ValueError(f"config.sample.guidance_scale must be >= 0, "
-                       f"got {config.sample.guidance_scale!r}")
+    check.non_negative_number(s.get("guidance_scale", 1.0), "config.sample.guidance_scale")
 
-  def __init__(self, config):
+  def __init__(self, config, dataset):
     self.config = config
     c = config.consistency
     self.mode = c.mode
-    data = make_dataset(config.data)
-    self.data_shape = tuple(data.shape)
+    self.data_shape = tuple(dataset.shape)
     self.dim = math.prod(self.data_shape)
     self.grid = dict(sigma_min=c.sigma_min, sigma_max=c.sigma_max, rho=c.rho)
     self.max_points = c.num_points if self.mode == "cd" else c.s1 + 1
-    networks.check_model_config(config.model, self.data_shape, family="consistency")
     self.net = networks.make_network(config.model, self.data_shape,
                                      time_scale=config.model.time_scale)
     self.num_classes = self.net.num_classes
@@ -170,7 +173,7 @@ class Consistency:
   # -- parameters and the curriculum --------------------------------------------------
   def init(self, key: jax.Array):
     online = self.net.init(key)
-    params = {"online": online, "counter": {"step": jnp.zeros((), jnp.float32)}}
+    params = {"online": online}
     if self.mode in ("ct", "cd"):
       params["target"] = jax.tree.map(jnp.copy, online)
     return params
@@ -199,13 +202,14 @@ class Consistency:
     return jnp.float32(0.0)
 
   # -- training ---------------------------------------------------------------------
-  def loss(self, params, batch, key):
+  def loss(self, params, batch, key, step):
+    """The consistency loss at curriculum step k = step (the train step)."""
     c, m = self.config.consistency, self.config.model
     batch, y, dropout_key = networks.training_inputs(m, batch, key, self.num_classes)
     f_online = self.consistency_fn(params["online"], y, dropout_key)
     f_target = (f_online if self.mode == "ict"
                 else self.consistency_fn(params["target"], y, dropout_key))
-    step = params["counter"]["step"]
+    step = jnp.asarray(step, jnp.float32)
     options = dict(num_points=self.num_points(step), max_points=self.max_points, **self.grid,
                    index_distribution=c.index_distribution, distance=c.distance,
                    weighting=c.weighting)
@@ -217,13 +221,12 @@ class Consistency:
     return loss, {**metrics, "target_decay": self.target_decay(step)}
 
   def phases(self):
-    from experiments import trainer  # the trainer imports families: import at use
-    return [trainer.Phase("online", self.loss, group="online")]
+    return [Phase("online", self.loss, group="online")]
 
   def after_step(self, params, step):
-    """Counter <- step + 1; target <- mu(k) target + (1 - mu(k)) online (ct, cd)."""
-    params = {**params, "counter": {"step": jnp.asarray(step + 1, jnp.float32)}}
+    """target <- mu(k) target + (1 - mu(k)) online at k = step (ct, cd; iCT has no target)."""
     if "target" in params:
+      params = dict(params)
       mu = self.target_decay(jnp.asarray(step, jnp.float32))
       online = jax.lax.stop_gradient(params["online"])
       params["target"] = jax.tree.map(lambda t, o: mu * t + (1.0 - mu) * o,
@@ -243,31 +246,40 @@ class Consistency:
       sigmas = cm.snap_to_grid(sigmas, c.num_points, **self.grid)
     return sigmas
 
-  def sample(self, params, key, n: int, *, sampler: str | None = None,
-             num_steps: int | None = None, sigmas=None, labels=None,
-             guidance_scale: float | None = None):
+  def _resolve(self, request: SampleRequest, n=None):
+    """(num_steps, sigmas or None) of a request, every field checked (nothing compiled)."""
+    if request.sampler is not None and request.sampler != "consistency":
+      refuse(self.name, "sampler", request.sampler, "its sampler is 'consistency'")
+    refuse_given(self.name, request, {"clip_x0": "a consistency function outputs x0 itself"})
+    check_conditioning(self.name, request, self.num_classes, n)
+    options = _check_options(sampler_specs.check_options(
+        sampler_specs.diffusion("consistency"), request.options, "SampleRequest.options"),
+        "SampleRequest.options")
+    num_steps = request.num_steps or self.config.sample.num_steps
+    sigmas = options.get("sigmas")
+    if sigmas is not None:
+      sigmas = jnp.asarray(sigmas, jnp.float32)
+      if sigmas.shape != (num_steps,):
+        raise ValueError(f"SampleRequest.options sigmas must have shape ({num_steps},), "
+                         f"got {sigmas.shape}")
+    return num_steps, sigmas
+
+  def check_request(self, request: SampleRequest | None, n: int | None = None) -> None:
+    """Every refusal of sample(): sampler, options (only sigmas), clip_x0, labels, guidance."""
+    self._resolve(as_request(request), n)
+
+  def sample(self, params, key, n: int, request: SampleRequest | None = None):
     """CM Algorithm 1 from z ~ N(0, I) at tau_0 = sigma_max; returns (x0, {"nfe": num_steps}).
 
-    Conditional models: `labels` (n,) (default 0, 1, ..., K-1, 0, ...) and the
-    guidance scale w (default config.sample.guidance_scale).
+    request (None: the config's defaults): num_steps, options {"sigmas": (num_steps,)
+    levels tau_0 > tau_1 > ...}; conditional models: labels (n,) (default 0, 1, ..., K-1,
+    0, ...) and the guidance scale w (default config.sample.guidance_scale).
     """
-    w = 1.0
-    if self.conditional:
-      labels = networks.default_labels(n, self.num_classes) if labels is None else labels
-      labels = jnp.asarray(labels, jnp.int32)
-      w = float(self.config.sample.get("guidance_scale", 1.0) if guidance_scale is None
-                else guidance_scale)
-      if w < 0:
-        raise ValueError(f"guidance_scale must be >= 0, got {w}")
-    elif labels is not None or guidance_scale is not None:
-      raise ValueError("labels / guidance_scale need a class-conditional model "
-                       "(config.model.num_classes > 0)")
-    if sampler not in (None, "consistency"):
-      raise ValueError(f"sampler must be 'consistency' for the consistency family, got {sampler!r}")
-    num_steps = num_steps or self.config.sample.num_steps
-    sigmas = self.sample_sigmas(num_steps) if sigmas is None else jnp.asarray(sigmas, jnp.float32)
-    if sigmas.shape != (num_steps,):
-      raise ValueError(f"sigmas must have shape ({num_steps},), got {sigmas.shape}")
+    request = as_request(request)
+    num_steps, sigmas = self._resolve(request, n)
+    labels = labels_for(request, n, self.num_classes)
+    w = guidance_for(request, self.config) if self.conditional else 1.0
+    sigmas = self.sample_sigmas(num_steps) if sigmas is None else sigmas
     k_z, k_steps = jax.random.split(key)
     z = jax.random.normal(k_z, (n, *self.data_shape), jnp.float32)
     x = self._multistep(params["online"], z, sigmas, k_steps, labels, w)
@@ -283,7 +295,8 @@ class Consistency:
     w2_fn = jax.jit(distances.wasserstein2)
     out = {"w2_noise_floor": float(w2_fn(dataset.sample(k_floor, n).reshape(n, -1), ref))}
     for steps in (1, 2):
-      x, _ = self.sample(params, jax.random.fold_in(k_sample, steps), n, num_steps=steps)
+      x, _ = self.sample(params, jax.random.fold_in(k_sample, steps), n,
+                         SampleRequest(num_steps=steps))
       w2 = float(w2_fn(x.reshape(n, -1), ref))
       out[f"w2_{steps}step"] = w2
       out[f"w2_ratio_{steps}step"] = w2 / out["w2_noise_floor"]

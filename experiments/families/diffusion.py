@@ -39,8 +39,11 @@ import math
 import jax
 import jax.numpy as jnp
 
-from experiments.data import make_dataset
-from experiments.families import networks
+from experiments import validation as check
+from experiments.data import dataset_info
+from experiments.families import networks, sampler_specs
+from experiments.families.protocol import (SampleRequest, as_request, check_conditioning,
+                                           guidance_for, labels_for)
 from research.diffusion import guidance as guidance_lib
 from research.diffusion import parameterization, samplers
 from research.diffusion import schedules as schedules_lib
@@ -56,9 +59,6 @@ SCHEDULES = {
     "ve": lambda T: schedules_lib.ve(),
 }
 DISCRETE_SCHEDULES = ("linear", "scaled_linear", "cosine")
-# Samplers that need a particular network output (the consistency sampler takes
-# an x0-predictor / denoiser).
-_REQUIRED_PREDICTION = {"consistency": "x0"}
 
 
 def make_schedule(diffusion_config) -> schedules_lib.Schedule:
@@ -69,13 +69,11 @@ def make_schedule(diffusion_config) -> schedules_lib.Schedule:
 CLIP_X0 = ("none", "static", "dynamic")
 
 
-def _check_clip_x0(clip_x0, data_config, name="clip_x0") -> None:
-  if clip_x0 not in CLIP_X0:
-    raise ValueError(f"{name} must be one of {CLIP_X0}, got {clip_x0!r}")
-  if clip_x0 != "none" and data_config.get("pixel_range") != "symmetric":
+def _check_clip_x0(clip_x0, pixel_range, name="clip_x0") -> None:
+  check.choice(clip_x0, CLIP_X0, name)
+  if clip_x0 != "none" and pixel_range != "symmetric":
     raise ValueError(f"{name}={clip_x0!r} clips x0 to [-1, 1]: it needs image data in [-1, 1] "
-                     f"(config.data.pixel_range = 'symmetric'), got pixel_range="
-                     f"{data_config.get('pixel_range')!r}")
+                     f"(config.data.pixel_range = 'symmetric'), got pixel_range={pixel_range!r}")
 
 
 def _hashable(value):
@@ -84,50 +82,43 @@ def _hashable(value):
   return value
 
 
+def check_sample_config(config) -> None:
+  """config.sample for a registry sampler: name, num_steps, options (string or mapping), w."""
+  s = config.sample
+  spec = sampler_specs.diffusion(s.sampler, "config.sample.sampler")
+  check.positive_int(s.num_steps, "config.sample.num_steps")
+  options = sampler_specs.check_options(spec, s.get("options", ""), "config.sample.options")
+  try:
+    spec.count_nfe(s.num_steps, **options)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"config.sample.options {options} are invalid for sampler "
+                     f"{s.sampler!r}: {e}") from None
+  check.non_negative_number(s.get("guidance_scale", 1.0), "config.sample.guidance_scale")
+
+
 class Diffusion:
   """Diffusion family: init / loss / sample over a plain parameter pytree."""
+  name = "diffusion"
 
   @staticmethod
   def check_config(config) -> None:
+    networks.check_model_config(config.model, dataset_info(config.data).shape,
+                                family="diffusion")
     d = config.diffusion
-    if d.schedule not in SCHEDULES:
-      raise ValueError(f"config.diffusion.schedule must be one of {tuple(SCHEDULES)}, "
-                       f"got {d.schedule!r}")
-    T = d.num_train_steps
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-      raise ValueError(f"config.diffusion.num_train_steps must be an integer >= 1, got {T!r}")
-    if d.prediction not in parameterization.PREDICTIONS:
-      raise ValueError(f"config.diffusion.prediction must be one of "
-                       f"{parameterization.PREDICTIONS}, got {d.prediction!r}")
-    if d.weighting not in diffusion_loss_lib.WEIGHTINGS:
-      raise ValueError(f"config.diffusion.weighting must be one of "
-                       f"{diffusion_loss_lib.WEIGHTINGS}, got {d.weighting!r}")
-    if d.t_sampler not in diffusion_loss_lib.T_SAMPLERS:
-      raise ValueError(f"config.diffusion.t_sampler must be one of "
-                       f"{diffusion_loss_lib.T_SAMPLERS}, got {d.t_sampler!r}")
-    if not d.min_snr_gamma > 0:
-      raise ValueError(f"config.diffusion.min_snr_gamma must be > 0, got {d.min_snr_gamma!r}")
-    s = config.sample
-    if s.sampler not in samplers.NAMES:
-      raise ValueError(f"config.sample.sampler must be one of {tuple(samplers.NAMES)}, "
-                       f"got {s.sampler!r}")
-    if isinstance(s.num_steps, bool) or not isinstance(s.num_steps, int) or s.num_steps < 1:
-      raise ValueError(f"config.sample.num_steps must be an integer >= 1, got {s.num_steps!r}")
-    options = dict(s.get("options", {}))
-    try:
-      samplers.nfe(s.sampler, s.num_steps, **options)
-    except (ValueError, TypeError) as e:
-      raise ValueError(f"config.sample.options {options} are invalid for sampler "
-                       f"{s.sampler!r}: {e}") from None
-    if not s.get("guidance_scale", 1.0) >= 0:
-      raise ValueError(f"config.sample.guidance_scale must be >= 0, got {s.guidance_scale!r}")
-    _check_clip_x0(s.get("clip_x0", "none"), config.data, "config.sample.clip_x0")
+    check.choice(d.schedule, tuple(SCHEDULES), "config.diffusion.schedule")
+    check.positive_int(d.num_train_steps, "config.diffusion.num_train_steps")
+    check.choice(d.prediction, parameterization.PREDICTIONS, "config.diffusion.prediction")
+    check.choice(d.weighting, diffusion_loss_lib.WEIGHTINGS, "config.diffusion.weighting")
+    check.choice(d.t_sampler, diffusion_loss_lib.T_SAMPLERS, "config.diffusion.t_sampler")
+    check.positive_number(d.min_snr_gamma, "config.diffusion.min_snr_gamma")
+    check_sample_config(config)
+    _check_clip_x0(config.sample.get("clip_x0", "none"), config.data.get("pixel_range", "unit"),
+                   "config.sample.clip_x0")
 
-  def __init__(self, config):
+  def __init__(self, config, dataset):
     self.config = config
-    self.data_shape = tuple(make_dataset(config.data).shape)
+    self.data_shape = tuple(dataset.shape)
     self.dim = math.prod(self.data_shape)
-    networks.check_model_config(config.model, self.data_shape, family="diffusion")
     self.schedule = make_schedule(config.diffusion)
     self.prediction = config.diffusion.prediction
     self.net = networks.make_network(config.model, self.data_shape,
@@ -157,18 +148,41 @@ class Diffusion:
 
     return fn
 
-  def loss(self, params, batch, key):
+  def loss(self, params, batch, key, step):
+    del step  # the objective does not change over training
     d, m = self.config.diffusion, self.config.model
     batch, y, dropout_key = networks.training_inputs(m, batch, key, self.num_classes)
     return diffusion_loss_lib.diffusion_loss(
         self.model_fn(params, y, dropout_key), key, batch, self.schedule, prediction=d.prediction,
         weighting=d.weighting, t_sampler=d.t_sampler, min_snr_gamma=d.min_snr_gamma)
 
-  def _options(self, sampler):
-    """config.sample.options apply to the config's own sampler only."""
-    if sampler != self.config.sample.sampler:
-      return {}
-    return {k: _hashable(v) for k, v in dict(self.config.sample.get("options", {})).items()}
+  # -- sampling ------------------------------------------------------------------------
+  def _resolve(self, request: SampleRequest, n=None):
+    """(spec, num_steps, options, clip_x0) of a request, every field checked (nothing compiled)."""
+    s = self.config.sample
+    sampler = request.sampler or s.sampler
+    spec = sampler_specs.diffusion(sampler, "SampleRequest.sampler")
+    num_steps = request.num_steps or s.num_steps
+    if request.options:
+      options = sampler_specs.check_options(spec, request.options, "SampleRequest.options")
+    elif sampler == s.sampler:   # config.sample.options apply to the config's own sampler only
+      options = sampler_specs.check_options(spec, s.get("options", ""), "config.sample.options")
+    else:
+      options = {}
+    try:
+      spec.count_nfe(num_steps, **options)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"SampleRequest.options {options} / num_steps={num_steps} are invalid "
+                       f"for sampler {sampler!r}: {e}") from None
+    clip_x0 = request.clip_x0 or s.get("clip_x0", "none")
+    _check_clip_x0(clip_x0, self.config.data.get("pixel_range", "unit"),
+                   "SampleRequest.clip_x0")
+    check_conditioning(self.name, request, self.num_classes, n)
+    return spec, num_steps, options, clip_x0
+
+  def check_request(self, request: SampleRequest | None, n: int | None = None) -> None:
+    """Every refusal of sample(): sampler, num_steps / options, clip_x0, labels, guidance."""
+    self._resolve(as_request(request), n)
 
   @functools.partial(jax.jit, static_argnames=("self", "n", "sampler", "num_steps", "options",
                                                 "guidance_scale", "clip_x0"))
@@ -189,7 +203,7 @@ class Diffusion:
       model_fn = guidance_lib.static_clipping(model_fn, self.schedule, prediction)
     elif clip_x0 == "dynamic":
       model_fn = guidance_lib.dynamic_thresholding(model_fn, self.schedule, prediction)
-    need = _REQUIRED_PREDICTION.get(sampler)
+    need = sampler_specs.diffusion(sampler).prediction
     if need is not None and need != prediction:
       native = model_fn
 
@@ -202,40 +216,24 @@ class Diffusion:
     return samplers.get(sampler)(k_sampler, model_fn, x_T, self.schedule, num_steps=num_steps,
                                  prediction=prediction, **dict(options))
 
-  def sample(self, params, key, n: int, *, sampler: str | None = None,
-             num_steps: int | None = None, labels=None, guidance_scale: float | None = None,
-             clip_x0: str | None = None):
-    """Draw n samples with `sampler` (default config.sample.sampler); returns (x, {"nfe": ...}).
+  def sample(self, params, key, n: int, request: SampleRequest | None = None):
+    """Draw n samples; returns (x, {"nfe", "network_passes_per_example"}).
 
-    Conditional models: `labels` (n,) (default 0, 1, ..., K-1, 0, ...) and
-    classifier-free guidance scale w (default config.sample.guidance_scale).
-    clip_x0 (default config.sample.clip_x0, "none"): "static" clips the model's
-    implied x0 to [-1, 1] at every network call (DDPM's clip_denoised), "dynamic"
-    applies Imagen's dynamic thresholding (p = 0.995); image data in [-1, 1] only.
+    request (None: the config's defaults): sampler (default config.sample.sampler),
+    num_steps, options (replace config.sample.options, which apply to the config's own
+    sampler only). Conditional models: labels (n,) (default 0, 1, ..., K-1, 0, ...) and
+    classifier-free guidance scale w (default config.sample.guidance_scale). clip_x0
+    (default config.sample.clip_x0, "none"): "static" clips the model's implied x0 to
+    [-1, 1] at every network call (DDPM's clip_denoised), "dynamic" applies Imagen's
+    dynamic thresholding (p = 0.995); image data in [-1, 1] only.
     """
-    clip_x0 = self.config.sample.get("clip_x0", "none") if clip_x0 is None else clip_x0
-    _check_clip_x0(clip_x0, self.config.data)
-    sampler = sampler or self.config.sample.sampler
-    num_steps = num_steps or self.config.sample.num_steps
-    if sampler not in samplers.NAMES:
-      raise ValueError(f"sampler must be one of {tuple(samplers.NAMES)}, got {sampler!r}")
-    options = self._options(sampler)
-    w = 1.0
-    if self.conditional:
-      labels = networks.default_labels(n, self.num_classes) if labels is None else labels
-      labels = jnp.asarray(labels, jnp.int32)
-      if labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
-      w = float(self.config.sample.get("guidance_scale", 1.0) if guidance_scale is None
-                else guidance_scale)
-      if w < 0:
-        raise ValueError(f"guidance_scale must be >= 0, got {w}")
-    elif labels is not None or guidance_scale is not None:
-      raise ValueError("labels / guidance_scale need a class-conditional model "
-                       "(config.model.num_classes > 0)")
-    x = self._sample(params, key, int(n), sampler, int(num_steps), tuple(sorted(options.items())),
-                     labels, w, clip_x0)
-    prediction = _REQUIRED_PREDICTION.get(sampler, self.prediction)
-    nfe = samplers.nfe(sampler, num_steps, prediction=prediction, **options)
+    request = as_request(request)
+    spec, num_steps, options, clip_x0 = self._resolve(request, n)
+    labels = labels_for(request, n, self.num_classes)
+    w = guidance_for(request, self.config) if self.conditional else 1.0
+    options = {k: _hashable(v) for k, v in options.items()}
+    x = self._sample(params, key, int(n), spec.name, int(num_steps),
+                     tuple(sorted(options.items())), labels, w, clip_x0)
+    nfe = spec.count_nfe(num_steps, **options)
     passes = 1 if not self.conditional or w in (0.0, 1.0) else 2
     return x, {"nfe": nfe, "network_passes_per_example": nfe * passes}

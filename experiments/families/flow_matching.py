@@ -18,8 +18,12 @@ import math
 import jax
 import jax.numpy as jnp
 
-from experiments.data import make_dataset
-from experiments.families import networks
+from experiments import validation as check
+from experiments.data import dataset_info
+from experiments.families import networks, sampler_specs
+from experiments.families.protocol import (SampleRequest, as_request, check_conditioning,
+                                           guidance_for, labels_for, refuse,
+                                           refuse_given)
 from research.diffusion import guidance as guidance_lib
 from research.flow import ode, paths
 from research.losses.flow import cfm_loss
@@ -27,37 +31,30 @@ from research.losses.flow import cfm_loss
 
 class FlowMatching:
   """CFM family: init / loss / sample over a plain parameter pytree."""
+  name = "flow_matching"
 
   @staticmethod
   def check_config(config) -> None:
-    flow = config.flow
-    if flow.path not in paths.PATHS:
-      raise ValueError(f"config.flow.path must be one of {tuple(paths.PATHS)}, got {flow.path!r}")
-    if flow.coupling not in paths.COUPLINGS:
-      raise ValueError(f"config.flow.coupling must be one of {tuple(paths.COUPLINGS)}, "
-                       f"got {flow.coupling!r}")
-    if flow.sigma < 0:
-      raise ValueError(f"config.flow.sigma must be >= 0, got {flow.sigma}")
-    if not 0 <= flow.sigma_min < 1:
-      raise ValueError(f"config.flow.sigma_min must be in [0, 1), got {flow.sigma_min}")
-    if config.sample.sampler not in ode.SOLVERS:
-      raise ValueError(f"config.sample.sampler must be one of {tuple(ode.SOLVERS)}, "
-                       f"got {config.sample.sampler!r}")
-    if config.sample.num_steps < 1:
-      raise ValueError(f"config.sample.num_steps must be >= 1, got {config.sample.num_steps}")
+    networks.check_model_config(config.model, dataset_info(config.data).shape,
+                                family="flow_matching")
+    flow, s = config.flow, config.sample
+    check.choice(flow.path, tuple(paths.PATHS), "config.flow.path")
+    check.choice(flow.coupling, tuple(paths.COUPLINGS), "config.flow.coupling")
+    check.non_negative_number(flow.sigma, "config.flow.sigma")
+    check.number_in(flow.sigma_min, "config.flow.sigma_min", 0.0, 1.0)
+    spec = sampler_specs.flow(s.sampler, "config.sample.sampler")
+    check.positive_int(s.num_steps, "config.sample.num_steps")
+    sampler_specs.check_options(spec, s.get("options", ""), "config.sample.options")
     if config.model.get("num_classes", 0) and flow.coupling != "independent":
       raise ValueError(f"config.flow.coupling={flow.coupling!r} re-pairs noise and data, which a "
                        f"class-conditional model (config.model.num_classes > 0) cannot follow: "
                        f"use 'independent'")
-    if not config.sample.get("guidance_scale", 1.0) >= 0:
-      raise ValueError(f"config.sample.guidance_scale must be >= 0, "
-                       f"got {config.sample.guidance_scale!r}")
+    check.non_negative_number(s.get("guidance_scale", 1.0), "config.sample.guidance_scale")
 
-  def __init__(self, config):
+  def __init__(self, config, dataset):
     self.config = config
-    self.data_shape = tuple(make_dataset(config.data).shape)
+    self.data_shape = tuple(dataset.shape)
     self.dim = math.prod(self.data_shape)
-    networks.check_model_config(config.model, self.data_shape, family="flow_matching")
     self.net = networks.make_network(config.model, self.data_shape, time_scale=1000.0)
     self.num_classes = self.net.num_classes
     self.conditional = self.num_classes > 0
@@ -71,7 +68,8 @@ class FlowMatching:
       return self.net.apply(params, x, t, y, dropout_key=dropout_key)
     return v
 
-  def loss(self, params, batch, key):
+  def loss(self, params, batch, key, step):
+    del step  # the objective does not change over training
     flow, m = self.config.flow, self.config.model
     path_params = {"icfm": {"sigma": flow.sigma}, "lipman": {"sigma_min": flow.sigma_min}}
     batch, y, dropout_key = networks.training_inputs(m, batch, key, self.num_classes)
@@ -85,30 +83,43 @@ class FlowMatching:
         guidance_scale=guidance_scale, null_label=self.num_classes)
     return lambda x, t: guided(x, jnp.broadcast_to(jnp.asarray(t, jnp.float32), x.shape[:1]))
 
-  def sample(self, params, key, n: int, *, sampler: str | None = None,
-             num_steps: int | None = None, labels=None, guidance_scale: float | None = None):
+  def _resolve(self, request: SampleRequest, n=None):
+    s = self.config.sample
+    spec = sampler_specs.flow(request.sampler or s.sampler, "SampleRequest.sampler")
+    if request.options:
+      options = sampler_specs.check_options(spec, request.options, "SampleRequest.options")
+    elif spec.name == s.sampler:
+      options = sampler_specs.check_options(spec, s.get("options", ""), "config.sample.options")
+    else:
+      options = {}
+    if not spec.takes_num_steps and request.num_steps is not None:
+      refuse(self.name, "num_steps", request.num_steps,
+             f"the {spec.name!r} solver chooses its own steps")
+    refuse_given(self.name, request, {"clip_x0": "a flow has no x0 prediction to clip"})
+    check_conditioning(self.name, request, self.num_classes, n)
+    return spec, request.num_steps or s.num_steps, options
+
+  def check_request(self, request: SampleRequest | None, n: int | None = None) -> None:
+    """Every refusal of sample(): solver, num_steps (not for adaptive solvers), options, labels."""
+    self._resolve(as_request(request), n)
+
+  def sample(self, params, key, n: int, request: SampleRequest | None = None):
     """Integrate the learned ODE from N(0, I) noise; returns (x1, {"nfe": ...}).
 
-    Conditional models: `labels` (n,) (default 0, 1, ..., K-1, 0, ...) and the
-    guidance scale w (default config.sample.guidance_scale).
+    request (None: the config's defaults): solver name, num_steps (fixed-step solvers),
+    the solver's options. Conditional models: labels (n,) (default 0, 1, ..., K-1, 0, ...)
+    and the guidance scale w (default config.sample.guidance_scale).
     """
-    sampler = sampler or self.config.sample.sampler
-    num_steps = num_steps or self.config.sample.num_steps
+    request = as_request(request)
+    spec, num_steps, options = self._resolve(request, n)
     x0 = jax.random.normal(key, (n, *self.data_shape), jnp.float32)
     if self.conditional:
-      labels = networks.default_labels(n, self.num_classes) if labels is None else labels
-      w = float(self.config.sample.get("guidance_scale", 1.0) if guidance_scale is None
-                else guidance_scale)
-      if w < 0:
-        raise ValueError(f"guidance_scale must be >= 0, got {w}")
-      v = self.guided_velocity_fn(params, jnp.asarray(labels, jnp.int32), w)
-    elif labels is not None or guidance_scale is not None:
-      raise ValueError("labels / guidance_scale need a class-conditional model "
-                       "(config.model.num_classes > 0)")
+      v = self.guided_velocity_fn(params, labels_for(request, n, self.num_classes),
+                                  guidance_for(request, self.config))
     else:
       v = self.velocity_fn(params)
-    if sampler == "dopri5":
-      x1, nfe = ode.solve_adaptive(v, x0)
+    if not spec.takes_num_steps:   # adaptive: the solver reports its own NFE
+      x1, nfe = spec.fn(v, x0, **options)
       return x1, {"nfe": nfe}
-    x1 = ode.solve(v, x0, num_steps=num_steps, method=sampler)
-    return x1, {"nfe": ode.nfe(sampler, num_steps)}
+    x1 = ode.solve(v, x0, num_steps=num_steps, method=spec.name)
+    return x1, {"nfe": spec.count_nfe(num_steps, **options)}

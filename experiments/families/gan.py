@@ -33,15 +33,15 @@ adds Fréchet distance / precision / recall (experiments/evaluation.py) itself.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from experiments import trainer
-from experiments.data import make_dataset
+from experiments import validation as check
+from experiments.data import dataset_info
+from experiments.families.protocol import Phase, SampleRequest, as_request, check_conditioning
+from experiments.families.protocol import labels_for, refuse_given
 from research.data import toy
 from research.losses import gan as gan_losses
 from research.metrics import modes
@@ -50,94 +50,74 @@ from research.nets.gan_mlp import ACTIVATIONS, Critic, Generator
 from research.nets.mlp import functional
 
 KINDS = ("mlp", "dcgan")
-
-
-def _positive_widths(config, field):
-  widths = config.model[field]
-  if not widths or any((not isinstance(h, int)) or h < 1 for h in widths):
-    raise ValueError(f"config.model.{field} must be a non-empty list of positive widths, "
-                     f"got {widths}")
+_ONE_PASS = "it samples in one generator pass"
+REFUSED = {"sampler": "its only sampler is the generator, config.sample.sampler='generator'",
+           "num_steps": _ONE_PASS, "options": _ONE_PASS + ", which takes no options",
+           "guidance_scale": "it has no classifier-free guidance",
+           "clip_x0": "it has no x0 prediction to clip"}
 
 
 def _check_dcgan(config) -> None:
   """config.model for kind "dcgan": images in [-1, 1], a valid width / norm / class count."""
   m = config.model
-  dataset = make_dataset(config.data)
-  shape = tuple(dataset.shape)
-  if len(shape) != 3:
+  info = dataset_info(config.data)
+  if len(info.shape) != 3:
     raise ValueError(f"config.model.kind='dcgan' needs (H, W, C) images, but config.data.name="
-                     f"{config.data.name!r} gives examples of shape {shape}")
+                     f"{config.data.name!r} gives examples of shape {info.shape}")
   try:
-    dcgan.seed_shape(shape)
+    dcgan.seed_shape(info.shape)
   except ValueError as e:
     raise ValueError(f"config.data.name={config.data.name!r}: {e}") from None
-  pixel_range = config.data.get("pixel_range", "unit")
-  if pixel_range != "symmetric":
+  if info.pixel_range != "symmetric":
     raise ValueError(f"config.data.pixel_range must be 'symmetric' for config.model.kind='dcgan' "
-                     f"(the generator ends in tanh, images in [-1, 1]), got {pixel_range!r}")
-  for field in ("channels", "critic_channels"):
-    if field == "channels" or field in m:
-      value = m.get(field)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"config.model.{field} must be an integer >= 1, got {value!r}")
+                     f"(the generator ends in tanh, images in [-1, 1]), got {info.pixel_range!r}")
+  check.positive_int(m.get("channels"), "config.model.channels")
+  if "critic_channels" in m:
+    check.positive_int(m.critic_channels, "config.model.critic_channels")
   for field, default in (("generator_norm", "layer"), ("critic_norm", "none")):
-    if m.get(field, default) not in dcgan.NORMS:
-      raise ValueError(f"config.model.{field} must be one of {dcgan.NORMS}, got {m.get(field)!r}")
-  num_classes = m.get("num_classes", 0)
-  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-    raise ValueError(f"config.model.num_classes must be an integer >= 0, got {num_classes!r}")
-  available = int(getattr(dataset, "num_classes", 0))
-  if num_classes and num_classes != available:
-    raise ValueError(f"config.model.num_classes={num_classes} must equal the {available} classes "
-                     f"of config.data.name={config.data.name!r} (0: unconditional)")
+    check.choice(m.get(field, default), dcgan.NORMS, f"config.model.{field}")
+  num_classes = check.non_negative_int(m.get("num_classes", 0), "config.model.num_classes")
+  if num_classes and num_classes != info.num_classes:
+    raise ValueError(f"config.model.num_classes={num_classes} must equal the {info.num_classes} "
+                     f"classes of config.data.name={config.data.name!r} (0: unconditional)")
 
 
 class GAN:
   """GAN family: init / phases / sample / evaluate / figures over a plain parameter pytree."""
+  name = "gan"
 
   @staticmethod
   def check_config(config) -> None:
-    if "gan" not in config:
-      raise ValueError("config.gan is missing")
-    g = config.gan
-    if g.get("loss") not in gan_losses.LOSSES:
-      raise ValueError(f"config.gan.loss must be one of {gan_losses.LOSSES}, got {g.get('loss')!r}")
-    n_critic = g.get("n_critic")
-    if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
-      raise ValueError(f"config.gan.n_critic must be an integer >= 1, got {n_critic!r}")
-    latent = g.get("latent_dim")
-    if isinstance(latent, bool) or not isinstance(latent, int) or latent < 1:
-      raise ValueError(f"config.gan.latent_dim must be an integer >= 1, got {latent!r}")
-    if g.loss == "wgan_gp" and not g.get("gp_lambda", 0) > 0:
-      raise ValueError(f"config.gan.gp_lambda must be > 0 for loss 'wgan_gp', got {g.get('gp_lambda')!r}")
-    if g.loss == "wgan" and not g.get("clip", 0) > 0:
-      raise ValueError(f"config.gan.clip must be > 0 for loss 'wgan', got {g.get('clip')!r}")
+    g = check.require(config, "gan")
+    kind = check.choice(g.get("loss"), gan_losses.LOSSES, "config.gan.loss")
+    check.positive_int(g.get("n_critic"), "config.gan.n_critic")
+    check.positive_int(g.get("latent_dim"), "config.gan.latent_dim")
+    if kind == "wgan_gp":
+      check.positive_number(g.get("gp_lambda", 0), "config.gan.gp_lambda")
+    if kind == "wgan":
+      check.positive_number(g.get("clip", 0), "config.gan.clip")
     if "optim_critic" not in config:
       raise ValueError("config.optim_critic is missing (the critic's optimizer section)")
-    kind = config.model.get("kind", "mlp")
-    if kind not in KINDS:
-      raise ValueError(f"config.model.kind must be one of {KINDS}, got {kind!r}")
-    if kind == "mlp":
+    network = check.choice(config.model.get("kind", "mlp"), KINDS, "config.model.kind")
+    if network == "mlp":
       for field in ("generator_hidden", "critic_hidden"):
-        _positive_widths(config, field)
+        check.positive_ints(config.model[field], f"config.model.{field}")
       for field in ("generator_activation", "critic_activation"):
-        if config.model.get(field) not in ACTIVATIONS:
-          raise ValueError(f"config.model.{field} must be one of {tuple(ACTIVATIONS)}, "
-                           f"got {config.model.get(field)!r}")
+        check.choice(config.model.get(field), tuple(ACTIVATIONS), f"config.model.{field}")
       if config.model.get("num_classes", 0):
         raise ValueError(f"config.model.num_classes={config.model.num_classes} needs "
                          f"config.model.kind='dcgan' (the MLP GAN is unconditional)")
     else:
       _check_dcgan(config)
-    if config.sample.sampler != "generator":
-      raise ValueError(f"config.sample.sampler must be 'generator', got {config.sample.sampler!r}")
+    check.choice(config.sample.sampler, ("generator",), "config.sample.sampler")
 
-  def __init__(self, config):
+  def __init__(self, config, dataset):
     self.config = config
+    self.dataset = dataset
     self.kind = config.gan.loss
     self.network = config.model.get("kind", "mlp")
     self.latent_dim = config.gan.latent_dim
-    self.data_shape = tuple(make_dataset(config.data).shape)
+    self.data_shape = tuple(dataset.shape)
     self.num_classes = int(config.model.get("num_classes", 0)) if self.network == "dcgan" else 0
     self.conditional = self.num_classes > 0
     # Abstract modules (no initializer runs): only their graph definitions are kept.
@@ -183,12 +163,13 @@ class GAN:
     """(x, labels): labels is None for an unconditional family."""
     return batch if self.conditional else (batch, None)
 
-  def critic_loss(self, params, batch, key):
+  def critic_loss(self, params, batch, key, step):
     """D / critic loss on a real batch and as many fresh fakes (+ lambda GP for wgan_gp).
 
     Conditional: the fakes are drawn for the real batch's labels and the critic (and its
     gradient penalty) sees those labels with both real and fake images.
     """
+    del step
     batch, labels = self._split(batch)
     k_z, k_gp = jax.random.split(key)
     fake = jax.lax.stop_gradient(self.generate(params["generator"], k_z, batch.shape[0], labels))
@@ -207,8 +188,9 @@ class GAN:
       metrics["fake_prob"] = jnp.mean(jax.nn.sigmoid(fake_out))
     return loss, metrics
 
-  def generator_loss(self, params, batch, key):
+  def generator_loss(self, params, batch, key, step):
     """G loss on batch.shape[0] fresh fakes (the real batch only sets the size and labels)."""
+    del step
     batch, labels = self._split(batch)
     fake = self.generate(params["generator"], key, batch.shape[0], labels)
     fake_out = self.critic_fn(params["critic"], labels)(fake)
@@ -220,24 +202,30 @@ class GAN:
       clip = self.config.gan.clip
       project = lambda critic: gan_losses.clip_weights(critic, clip)  # noqa: E731
     return [
-        trainer.Phase("critic", self.critic_loss, group="critic", optim="optim_critic",
+        Phase("critic", self.critic_loss, group="critic", optim="optim_critic",
                       repeats=self.config.gan.n_critic, project=project),
-        trainer.Phase("generator", self.generator_loss, group="generator", optim="optim"),
+        Phase("generator", self.generator_loss, group="generator", optim="optim"),
     ]
 
-  def sample(self, params, key, n: int, *, labels=None):
+  def loss(self, params, batch, key, step):
+    """The generator's loss (the trainer trains the two players through phases())."""
+    return self.generator_loss(params, batch, key, step)
+
+  def check_request(self, request: SampleRequest | None, n: int | None = None) -> None:
+    """Only labels (conditional GANs) can be asked for: everything else is refused."""
+    request = as_request(request)
+    refuse_given(self.name, request, REFUSED)
+    check_conditioning(self.name, request, self.num_classes, n)
+
+  def sample(self, params, key, n: int, request: SampleRequest | None = None):
     """x = G(z[, labels]), z ~ N(0, I); returns (x, {"nfe": 1}).
 
-    Conditional models: `labels` (n,) ints in [0, num_classes), default 0, 1, ..., K-1, 0, ...
+    Conditional models: request.labels (n,) ints in [0, num_classes), default
+    0, 1, ..., K-1, 0, ...; any other request field is refused.
     """
-    if self.conditional:
-      labels = (jnp.arange(n, dtype=jnp.int32) % self.num_classes if labels is None
-                else jnp.asarray(labels, jnp.int32))
-      if labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
-    elif labels is not None:
-      raise ValueError("labels need a class-conditional GAN (config.model.kind='dcgan' with "
-                       "config.model.num_classes > 0)")
+    request = as_request(request)
+    self.check_request(request, n)
+    labels = labels_for(request, n, self.num_classes)
     return self.generate(params["generator"], key, n, labels), {"nfe": 1}
 
   def _coverage(self, params, key, dataset, n):
@@ -260,32 +248,13 @@ class GAN:
 
   def figures(self, params, key, workdir: str, step: int) -> list:
     """WORKDIR/modes_<step>.png: samples coloured by nearest mode, HQ discs drawn (mixtures only)."""
-    dataset = make_dataset(self.config.data)
-    if dataset.name not in toy.MIXTURE_NAMES:
+    if self.dataset.name not in toy.MIXTURE_NAMES:
       return []
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x, mixture, cov = self._coverage(params, key, dataset, self.config.eval.plot_samples)
-    x, means, stds = np.asarray(x), np.asarray(mixture.means), np.asarray(mixture.stds)
-    num_std = self.config.gan.get("hq_num_std", 3.0)
-    d2 = ((x[:, None] - means[None]) ** 2).sum(-1)
-    nearest = d2.argmin(1)
-    hq = np.sqrt(d2.min(1)) <= num_std * stds[nearest]
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(x[~hq, 0], x[~hq, 1], s=2, c="lightgray", label="not HQ")
-    ax.scatter(x[hq, 0], x[hq, 1], s=2, c=nearest[hq], cmap="tab20", label="HQ")
-    counts = np.asarray(cov["hq_counts"])
-    threshold = float(cov["min_hq_count"])
-    for k, (mu, s) in enumerate(zip(means, stds)):
-      hit = counts[k] >= threshold
-      ax.add_patch(plt.Circle(mu, num_std * s, fill=False, lw=1, color="k" if hit else "r"))
-    ax.set_aspect("equal")
-    ax.set_title(f"{self.kind} on {dataset.name}, step {step}: {int(cov['modes_hit'])}/"
-                 f"{len(means)} modes, HQ {float(cov['hq_fraction']):.2f}")
-    fig.tight_layout()
-    path = os.path.join(workdir, f"modes_{step:07d}.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
+    from experiments import run_figures
+    x, mixture, cov = self._coverage(params, key, self.dataset, self.config.eval.plot_samples)
+    title = (f"{self.kind} on {self.dataset.name}, step {step}: {int(cov['modes_hit'])}/"
+             f"{len(mixture.means)} modes, HQ {float(cov['hq_fraction']):.2f}")
+    return [run_figures.mode_coverage(
+        f"{workdir}/modes_{step:07d}.png", np.asarray(x), np.asarray(mixture.means),
+        np.asarray(mixture.stds), np.asarray(cov["hq_counts"]), float(cov["min_hq_count"]),
+        num_std=self.config.gan.get("hq_num_std", 3.0), title=title)]

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from experiments import validation as check
 from research.nets.mlp import VelocityMLP, functional
 
 KINDS = ("mlp", "unet")
@@ -39,19 +40,12 @@ class Network:
 
 def check_model_config(model, data_shape, *, family: str) -> None:
   """Raise ValueError naming the field for a bad config.model (before anything compiles)."""
-  kind = model.get("kind", "mlp")
-  if kind not in KINDS:
-    raise ValueError(f"config.model.kind must be one of {KINDS}, got {kind!r}")
-  num_classes = model.get("num_classes", 0)
-  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-    raise ValueError(f"config.model.num_classes must be an integer >= 0, got {num_classes!r}")
-  if not 0.0 <= model.get("label_dropout", 0.0) < 1.0:
-    raise ValueError(f"config.model.label_dropout must be in [0, 1), got {model.label_dropout!r}")
-  if not 0.0 <= model.get("dropout", 0.0) < 1.0:
-    raise ValueError(f"config.model.dropout must be in [0, 1), got {model.dropout!r}")
+  kind = check.choice(model.get("kind", "mlp"), KINDS, "config.model.kind")
+  num_classes = check.non_negative_int(model.get("num_classes", 0), "config.model.num_classes")
+  check.number_in(model.get("label_dropout", 0.0), "config.model.label_dropout", 0.0, 1.0)
+  check.number_in(model.get("dropout", 0.0), "config.model.dropout", 0.0, 1.0)
   if kind == "mlp":
-    if not model.hidden or any(h < 1 for h in model.hidden):
-      raise ValueError(f"config.model.hidden must be positive widths, got {model.hidden}")
+    check.positive_ints(model.hidden, "config.model.hidden")
     if num_classes:
       raise ValueError(f"config.model.num_classes={num_classes} needs config.model.kind='unet' "
                        f"({family}: the MLP is unconditional)")

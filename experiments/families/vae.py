@@ -25,16 +25,11 @@ Objectives (research/losses/vae.py), chosen by config.vae:
   iwae_k = 1, capacity > 0:  mean[-recon] + gamma |mean KL - C(step)|  (Burgess et al. 2018)
   iwae_k > 1:                -mean L_k, the IWAE bound (Burda et al. 2016)
 
-The capacity ramp C(step) needs the training step, but the trainer's loss sees
-only (params, batch, key). So params = {"model": {"encoder", "decoder"},
-"step": float32 scalar}: the single Phase trains the group "model" only, and
-after_step(params, step) sets params["step"] = step + 1 (the index of the next
-update), so update s reads C(s) from its own params. The counter is a frozen
-group: no optimizer touches it, it is checkpointed and resumed with the state
-(a resumed run ramps exactly like an uninterrupted one), and it is unused
-outside the capacity loss (its EMA copy is meaningless and ignored).
+The capacity ramp C(step) reads the train step the trainer passes to the loss,
+so params are just {"model": {"encoder", "decoder"}} and a resumed run ramps
+exactly like an uninterrupted one.
 
-Evaluation (on the 297 held-out digits, or a held-out toy draw): the negative ELBO
+Evaluation (on the held-out digits, or a held-out toy draw): the negative ELBO
 (closed-form KL, reconstruction averaged over all pool samples), -L_k for k in
 config.vae.eval_k -- each the mean of ceil(100 / k) independent L_k draws taken from
 disjoint slices of one chunked pool of importance weights, so the estimates for
@@ -50,15 +45,15 @@ that size (bounded memory at CIFAR scale), averaging the per-batch means.
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from experiments import trainer
-from experiments.data import make_dataset
+from experiments import validation as check
+from experiments.data import dataset_info
+from experiments.families.protocol import SampleRequest, as_request, refuse, refuse_given
 from research.losses import vae as vae_loss
 from research.nets.conv_vae import ConvDecoder, ConvEncoder
 from research.nets.mlp import functional
@@ -67,32 +62,29 @@ from research.nets.vae import MLPDecoder, MLPEncoder
 SAMPLERS = ("mean", "sample")
 NETWORKS = ("mlp", "conv")
 _EVAL_DRAWS = 100  # held-out L_k is averaged over ceil(_EVAL_DRAWS / k) independent draws
-
-
-def _count(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+_ONE_PASS = "it samples in one decoder pass"
+REFUSED = {"num_steps": _ONE_PASS, "options": _ONE_PASS + ", which takes no options",
+           "labels": "the VAE is unconditional", "guidance_scale": "the VAE is unconditional",
+           "clip_x0": "it has no x0 prediction to clip"}
 
 
 class VAE:
   """VAE family: init / loss / sample / evaluate / figures over a plain parameter pytree."""
+  name = "vae"
+  num_classes = 0
+  conditional = False
 
   @staticmethod
   def check_config(config) -> None:
     v = config.vae
-    if not _count(v.latent_dim):
-      raise ValueError(f"config.vae.latent_dim must be an integer >= 1, got {v.latent_dim!r}")
-    network = v.get("network", "mlp")
-    if network not in NETWORKS:
-      raise ValueError(f"config.vae.network must be one of {NETWORKS}, got {network!r}")
-    shape = tuple(make_dataset(config.data).shape)
-    image = len(shape) > 1
+    check.positive_int(v.latent_dim, "config.vae.latent_dim")
+    network = check.choice(v.get("network", "mlp"), NETWORKS, "config.vae.network")
+    info = dataset_info(config.data)
+    shape, image = info.shape, len(info.shape) > 1
     if network == "mlp":
-      if not v.hidden or not all(_count(h) for h in v.hidden):
-        raise ValueError(f"config.vae.hidden must be positive widths, got {v.hidden}")
+      check.positive_ints(v.hidden, "config.vae.hidden")
     else:
-      channels = v.get("channels")
-      if not channels or not all(_count(c) for c in channels):
-        raise ValueError(f"config.vae.channels must be positive conv widths, got {channels}")
+      channels = check.positive_ints(v.get("channels"), "config.vae.channels")
       if len(shape) != 3:
         raise ValueError(f"config.vae.network='conv' needs (H, W, C) images, but "
                          f"config.data.name={config.data.name!r} gives examples of shape {shape}")
@@ -101,50 +93,38 @@ class VAE:
         raise ValueError(f"config.vae.channels={tuple(channels)}: {len(channels)} stride-2 "
                          f"stages need H and W divisible by {factor}, but "
                          f"config.data.name={config.data.name!r} is {shape[0]}x{shape[1]}")
-    if v.likelihood not in vae_loss.LIKELIHOODS:
-      raise ValueError(f"config.vae.likelihood must be one of {vae_loss.LIKELIHOODS}, "
-                       f"got {v.likelihood!r}")
+    check.choice(v.likelihood, vae_loss.LIKELIHOODS, "config.vae.likelihood")
     if v.likelihood == "bernoulli" and not image:
       raise ValueError(f"config.vae.likelihood='bernoulli' needs data in [0, 1] (digits); "
                        f"{config.data.name!r} is real-valued: use 'gaussian'")
-    pixel_range = config.data.get("pixel_range", "unit")
-    if v.likelihood == "bernoulli" and pixel_range != "unit":
+    if v.likelihood == "bernoulli" and info.pixel_range != "unit":
       raise ValueError(f"config.data.pixel_range must be 'unit' for config.vae.likelihood="
-                       f"'bernoulli' (pixels are Bernoulli means in [0, 1]), got {pixel_range!r}")
-    levels = v.get("dequantize_levels", 0)
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0 or levels == 1:
-      raise ValueError(f"config.vae.dequantize_levels must be 0 (off) or an integer >= 2, "
-                       f"got {levels!r}")
+                       f"'bernoulli' (pixels are Bernoulli means in [0, 1]), got "
+                       f"{info.pixel_range!r}")
+    levels = check.non_negative_int(v.get("dequantize_levels", 0), "config.vae.dequantize_levels")
+    if levels == 1:
+      raise ValueError("config.vae.dequantize_levels must be 0 (off) or an integer >= 2, got 1")
     if levels and (v.likelihood != "gaussian" or not image):
       raise ValueError(f"config.vae.dequantize_levels={levels} needs images and "
                        f"config.vae.likelihood='gaussian', got {v.likelihood!r} on "
                        f"{config.data.name!r}")
-    eval_batch = v.get("eval_batch", 0)
-    if isinstance(eval_batch, bool) or not isinstance(eval_batch, int) or eval_batch < 0:
-      raise ValueError(f"config.vae.eval_batch must be an integer >= 0 (0: one batch), "
-                       f"got {eval_batch!r}")
-    if v.kl not in vae_loss.KL_ESTIMATORS:
-      raise ValueError(f"config.vae.kl must be one of {vae_loss.KL_ESTIMATORS}, got {v.kl!r}")
+    check.non_negative_int(v.get("eval_batch", 0), "config.vae.eval_batch")
+    check.choice(v.kl, vae_loss.KL_ESTIMATORS, "config.vae.kl")
     for name in ("beta", "capacity", "gamma"):
-      if not v[name] >= 0:
-        raise ValueError(f"config.vae.{name} must be >= 0, got {v[name]}")
+      check.non_negative_number(v[name], f"config.vae.{name}")
     for name in ("capacity_steps", "iwae_k", "nll_k", "nll_chunk", "eval_num"):
-      if not _count(v[name]):
-        raise ValueError(f"config.vae.{name} must be an integer >= 1, got {v[name]!r}")
-    if not v.eval_k or not all(_count(k) for k in v.eval_k):
-      raise ValueError(f"config.vae.eval_k must be integers >= 1, got {v.eval_k}")
+      check.positive_int(v[name], f"config.vae.{name}")
+    check.positive_ints(v.eval_k, "config.vae.eval_k")
     if v.iwae_k > 1 and (v.beta != 1.0 or v.capacity > 0):
       raise ValueError(f"config.vae.iwae_k={v.iwae_k} trains the IWAE bound, which has no beta or "
                        f"capacity variant: set beta=1 and capacity=0 (got beta={v.beta}, "
                        f"capacity={v.capacity})")
-    if config.sample.sampler not in SAMPLERS:
-      raise ValueError(f"config.sample.sampler must be one of {SAMPLERS}, "
-                       f"got {config.sample.sampler!r}")
+    check.choice(config.sample.sampler, SAMPLERS, "config.sample.sampler")
 
-  def __init__(self, config):
+  def __init__(self, config, dataset):
     self.config = config
     self.v = config.vae
-    self.dataset = make_dataset(config.data)
+    self.dataset = dataset
     self.data_shape = tuple(self.dataset.shape)
     self.image = len(self.data_shape) > 1
     self.event_ndim = len(self.data_shape)
@@ -180,17 +160,9 @@ class VAE:
 
   def init(self, key: jax.Array):
     encoder, decoder = self._modules(key)
-    return {"model": {"encoder": functional(encoder)[0], "decoder": functional(decoder)[0]},
-            "step": jnp.zeros((), jnp.float32)}
+    return {"model": {"encoder": functional(encoder)[0], "decoder": functional(decoder)[0]}}
 
   # -- training ------------------------------------------------------------------------
-  def phases(self):
-    return [trainer.Phase("model", self.loss, group="model")]
-
-  def after_step(self, params, step):
-    """Advance the frozen step counter read by the capacity ramp (see the module doc)."""
-    return {**params, "step": (step + 1).astype(jnp.float32)}
-
   def decoder_fn(self, model):
     return lambda z: self._decode(model["decoder"], z)
 
@@ -200,7 +172,8 @@ class VAE:
       return x
     return x + (jax.random.uniform(key, x.shape, x.dtype) - 0.5) * self.bin_width
 
-  def loss(self, params, batch, key):
+  def loss(self, params, batch, key, step):
+    """The config.vae objective on a batch; `step` (the train step) sets the capacity C(step)."""
     v, model = self.v, params["model"]
     batch = self.dequantize(jax.random.fold_in(key, 1), batch)
     mu, log_var = self._encode(model["encoder"], batch)
@@ -216,23 +189,26 @@ class VAE:
       metrics[f"iwae_{v.iwae_k}"] = jnp.mean(bound)
       return -jnp.mean(bound), metrics
     if v.capacity > 0:
-      capacity = vae_loss.capacity_schedule(params["step"], v.capacity, v.capacity_steps)
+      capacity = vae_loss.capacity_schedule(jnp.asarray(step, jnp.float32), v.capacity,
+                                            v.capacity_steps)
       metrics["capacity"] = capacity
       return vae_loss.capacity_vae_loss(terms.recon, terms.kl, capacity, v.gamma), metrics
     return vae_loss.beta_vae_loss(terms.recon, terms.kl, v.beta), metrics
 
   # -- sampling ------------------------------------------------------------------------
-  def sample(self, params, key, n: int, *, sampler: str | None = None,
-             num_steps: int | None = None):
+  def check_request(self, request: SampleRequest | None, n: int | None = None) -> None:
+    """Only the sampler ("mean" | "sample") can be asked for: everything else is refused."""
+    request = as_request(request)
+    if request.sampler is not None and request.sampler not in SAMPLERS:
+      refuse(self.name, "sampler", request.sampler, f"its samplers are {SAMPLERS}")
+    refuse_given(self.name, request, REFUSED)
+
+  def sample(self, params, key, n: int, request: SampleRequest | None = None):
     """Decode z ~ N(0, I): "mean" gives Bernoulli probabilities / the Gaussian mean,
     "sample" draws x ~ p(x|z). Returns (x, {}) with x of shape (n, *data_shape)."""
-    sampler = sampler or self.config.sample.sampler
-    if sampler not in SAMPLERS:
-      raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    if num_steps is not None:
-      raise ValueError(f"num_steps does not apply to VAE sampling (one decoder pass), "
-                       f"got {num_steps}")
-    return self._sample(params["model"], key, n, sampler), {}
+    request = as_request(request)
+    self.check_request(request)
+    return self._sample(params["model"], key, n, request.sampler or self.config.sample.sampler), {}
 
   def _sample(self, model, key, n, sampler):
     k_z, k_x = jax.random.split(key)
@@ -329,30 +305,21 @@ class VAE:
     """PNGs in the workdir. Images: a grid of prior samples and, for a 2-D latent, the
     encoded test set coloured by digit label and the decoder over a 15x15 grid of N(0, 1)
     quantiles. Toy data: data beside decoded means and samples x ~ p(x|z)."""
-    from experiments import plotting  # noqa: F401  (selects the Agg backend)
-    import matplotlib.pyplot as plt
-
-    model, paths = params["model"], []
+    from experiments import run_figures
+    model = params["model"]
     k_samples, k_data = jax.random.split(key)
+    path = lambda name: f"{workdir}/{name}_{step:07d}.png"  # noqa: E731
     if not self.image:
       n = self.config.eval.plot_samples
-      panels = [("data", jax.jit(self.dataset.sample, static_argnums=1)(k_data, n)),
-                ("decoded means", self._sample(model, k_samples, n, "mean")),
-                ("samples x ~ p(x|z)", self._sample(model, k_samples, n, "sample"))]
-      fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True)
-      for ax, (title, pts) in zip(axes, panels):
-        pts = np.asarray(pts)
-        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
-        ax.set_title(title)
-        ax.set_aspect("equal")
-      paths.append(_save(fig, os.path.join(workdir, f"vae_toy_{step:07d}.png"),
-                         f"VAE on {self.config.data.name}, step {step}"))
-      return paths
+      return [run_figures.panels(path("vae_toy"), [
+          ("data", jax.jit(self.dataset.sample, static_argnums=1)(k_data, n)),
+          ("decoded means", self._sample(model, k_samples, n, "mean")),
+          ("samples x ~ p(x|z)", self._sample(model, k_samples, n, "sample"))],
+          title=f"VAE on {self.config.data.name}, step {step}")]
     means = self._unit(self._sample(model, k_samples, 100, "mean"))
-    fig, ax = plt.subplots(figsize=(6, 6))
-    _show(ax, _tile(means, 10))
-    paths.append(_save(fig, os.path.join(workdir, f"vae_samples_{step:07d}.png"),
-                       f"decoded prior samples ({self._mean_name}), step {step}"))
+    paths = [run_figures.image_canvas(path("vae_samples"), means, 10,
+                                      title=f"decoded prior samples ({self._mean_name}), "
+                                            f"step {step}")]
     if self.v.latent_dim != 2:
       return paths
     if hasattr(self.dataset, "test"):
@@ -361,24 +328,16 @@ class VAE:
       n = min(self.v.eval_num, len(self.dataset.source("test")))
       test, labels = self.dataset.heldout_labeled(k_data, n)
     mu, _ = self._encode(model["encoder"], jnp.asarray(test))
-    mu, labels = np.asarray(mu), np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    points = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=12)
-    fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
-    ax.set_xlabel("z1 (posterior mean)")
-    ax.set_ylabel("z2 (posterior mean)")
-    paths.append(_save(fig, os.path.join(workdir, f"latent_scatter_{step:07d}.png"),
-                       f"encoded test digits (n={mu.shape[0]}), step {step}"))
+    paths.append(run_figures.latent_scatter(
+        path("latent_scatter"), mu, labels,
+        title=f"encoded test digits (n={mu.shape[0]}), step {step}"))
     quantiles = jax.scipy.stats.norm.ppf(jnp.linspace(0.05, 0.95, 15))
     z1, z2 = jnp.meshgrid(quantiles, quantiles[::-1])  # rows: z2 from high (top) to low
-    z = jnp.stack([z1.ravel(), z2.ravel()], axis=-1)
-    out = self.decoder_fn(model)(z)
+    out = self.decoder_fn(model)(jnp.stack([z1.ravel(), z2.ravel()], axis=-1))
     grid = jax.nn.sigmoid(out) if self.v.likelihood == "bernoulli" else out[0]
-    fig, ax = plt.subplots(figsize=(6, 6))
-    _show(ax, _tile(self._unit(grid), 15))
-    ax.axis("off")
-    paths.append(_save(fig, os.path.join(workdir, f"latent_grid_{step:07d}.png"),
-                       f"decoder over N(0,1) quantiles 0.05..0.95, step {step}"))
+    paths.append(run_figures.image_canvas(
+        path("latent_grid"), self._unit(grid), 15,
+        title=f"decoder over N(0,1) quantiles 0.05..0.95, step {step}"))
     return paths
 
 
@@ -407,36 +366,3 @@ def _baseline_nll(likelihood: str, image: bool, train: np.ndarray, test: np.ndar
   maha = np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
   ll = -0.5 * (maha + logdet + train.shape[1] * math.log(2 * math.pi))
   return {"gaussian_baseline_nll": float(-ll.mean())}
-
-
-def _tile(images: np.ndarray, cols: int) -> np.ndarray:
-  """(n, h, w[, c]) images -> one canvas with 1-pixel gaps: (rows*(h+1)-1, cols*(w+1)-1)
-  for grey images (c = 1 or absent), with a trailing c axis otherwise."""
-  images = np.asarray(images)
-  if images.ndim == 4 and images.shape[-1] == 1:
-    images = images[..., 0]
-  n, h, w = images.shape[:3]
-  rows = -(-n // cols)
-  canvas = np.zeros((rows * (h + 1) - 1, cols * (w + 1) - 1, *images.shape[3:]), np.float32)
-  for i, img in enumerate(images):
-    r, c = divmod(i, cols)
-    canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = img
-  return canvas
-
-
-def _show(ax, canvas: np.ndarray) -> None:
-  """Grey canvases dark ink on white (gray_r, [0, 1]); colour canvases as RGB."""
-  if canvas.ndim == 2:
-    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
-  else:
-    ax.imshow(np.clip(canvas, 0.0, 1.0))
-  ax.axis("off")
-
-
-def _save(fig, path: str, title: str) -> str:
-  import matplotlib.pyplot as plt
-  fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
