@@ -34,10 +34,11 @@ Contents
   Euler or Heun step of the PF-ODE in sigma (EDM Algorithm 1/2 without churn).
 * `multistep_sample`: CM Algorithm 1, x <- f(x, tau_0), then for n >= 1
   x <- f(x + sqrt(tau_n^2 - smin^2) z_n, tau_n); `sample` is the same behind
-  the research/diffusion/samplers.py contract (registered there as "consistency").
+  the research/diffusion/contract.py sampler contract (registered as "consistency").
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -45,8 +46,11 @@ import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
 
+from research import registry
+from research.diffusion import adapters
+from research.diffusion import grid as grid_lib
 from research.diffusion import parameterization as param_lib
-from research.diffusion import samplers as samplers_lib
+from research.diffusion.contract import per_example_normal, register
 
 __all__ = [
     "SIGMA_DATA", "SIGMA_MIN", "SIGMA_MAX", "RHO", "P_MEAN", "P_STD",
@@ -247,7 +251,7 @@ def denoiser_from_diffusion(model_fn, schedule, prediction="eps"):
   evaluated at t_min, an O(sigma) error there. Returns D(x, sigma) with sigma
   of shape () or (B,).
   """
-  samplers_lib.check_prediction(prediction)
+  adapters.check_prediction(prediction)
 
   def denoise(x, sigma):
     sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), x.shape[:1])
@@ -291,7 +295,7 @@ def sample_sigmas(num_steps, *, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RH
   search for each model (e.g. 0.821 for 2-step CIFAR-10 iCT); pass explicit
   sigmas to `multistep_sample` to do so.
   """
-  n = samplers_lib.check_num_steps(num_steps)
+  n = grid_lib.check_num_steps(num_steps)
   i = jnp.arange(n, 0, -1)
   return karras_sigmas(i, n + 1, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
 
@@ -327,7 +331,7 @@ def multistep_sample(key, f, z, sigmas, *, sigma_min=SIGMA_MIN):
 
   def step(x, inputs):
     n, tau = inputs
-    noise = samplers_lib.per_example_normal(key, n, x)
+    noise = per_example_normal(key, n, x)
     scale = jnp.sqrt(jnp.maximum(tau * tau - sigma_min * sigma_min, 0.0))
     return f(x + scale * noise, jnp.full(x.shape[:1], tau)), None
 
@@ -335,9 +339,21 @@ def multistep_sample(key, f, z, sigmas, *, sigma_min=SIGMA_MIN):
   return x
 
 
-def sample(key, model_fn, x_T, schedule, *, num_steps, prediction="x0", sigmas=None,
-           sigma_min=None, rho=RHO):
-  """Multistep consistency sampling behind the research/diffusion/samplers.py contract.
+def sample_nfe(num_steps, **options):
+  """The consistency sampler evaluates f once per step: NFE = num_steps."""
+  del options
+  return grid_lib.check_num_steps(num_steps)
+
+
+@register("consistency", nfe=sample_nfe, prediction="x0", stochastic=True,
+          options=(dataclasses.replace(adapters.PREDICTION, default="x0"),
+                   registry.Option("sigmas", None, registry.optional(registry.parse_floats), None,
+                                   "edm noise levels tau_0 > ... (None: Karras levels)"),
+                   registry.real("sigma_min", None, low=0.0, doc="level f is anchored at"),
+                   dataclasses.replace(grid_lib.RHO, default=RHO), grid_lib.TIMESTEPS))
+def sample(key, model_fn, x_T, schedule, *, num_steps, prediction, sigmas, sigma_min, rho,
+           timesteps):
+  """Multistep consistency sampling behind the research/diffusion/contract.py sampler contract.
 
   model_fn(x, t) is a consistency function / x0-predictor in the schedule's time:
   at time t it must return the end of the PF-ODE trajectory through x (for
@@ -348,17 +364,20 @@ def sample(key, model_fn, x_T, schedule, *, num_steps, prediction="x0", sigmas=N
   t = 1 (N(0, smax^2 I) for VE). num_steps = number of f evaluations (NFE);
   num_steps = 1 is one-step generation f(x_T, t = 1). sigmas (edm sigmas,
   decreasing, length num_steps, first = s(1)) default to `sample_sigmas` between
-  s(1) and sigma_min; sigma_min (the level f is anchored at) defaults to
+  s(1) and sigma_min; or give the evaluation times `timesteps` (tau_n =
+  edm_sigma(t_n)). sigma_min (the level f is anchored at) defaults to
   edm_sigma(t = 0) of the schedule (smin for VE, 0 for VP). prediction must be "x0".
   """
-  n = samplers_lib.check_num_steps(num_steps)
-  if prediction != "x0":
-    raise ValueError(f"the consistency sampler needs prediction='x0' (a consistency function), "
-                     f"got prediction={prediction!r}")
+  n = num_steps
+  del prediction
   if sigma_min is None:
     sigma_min = schedule.edm_sigma(jnp.float32(0.0))
   sigma_min = jnp.asarray(sigma_min, jnp.float32)
   sigma_top = schedule.edm_sigma(jnp.float32(schedule.t_max)).astype(jnp.float32)
+  if timesteps is not None:
+    if sigmas is not None:
+      raise ValueError("give sigmas or timesteps, not both")
+    sigmas = schedule.edm_sigma(jnp.asarray(grid_lib.check_timesteps(timesteps, n), jnp.float32))
   if sigmas is None:
     sigmas = _karras(jnp.arange(n, 0, -1), n + 1, jnp.maximum(sigma_min, 1e-6), sigma_top, rho)
   sigmas = jnp.asarray(sigmas, jnp.float32)
@@ -375,9 +394,3 @@ def sample(key, model_fn, x_T, schedule, *, num_steps, prediction="x0", sigmas=N
   y_T = jnp.asarray(x_T, jnp.float32) / alpha_top
   z = y_T / sigma_top
   return multistep_sample(key, f, z, sigmas, sigma_min=sigma_min)
-
-
-def sample_nfe(num_steps, **options):
-  """The consistency sampler evaluates f once per step: NFE = num_steps."""
-  del options
-  return samplers_lib.check_num_steps(num_steps)

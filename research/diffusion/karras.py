@@ -30,8 +30,8 @@ clean data and return y = x0 (alpha(0) = 1); with `final_step_to_zero=False`
 they stop at t_end = schedule.t_min and return x = alpha(t_end) y in the
 schedule's scale.
 
-Noise levels: `num_steps` = N is the number of intervals (the grid of
-`samplers.sampling_grid`, shared with DDIM / DPM-Solver). With the default
+Noise levels: `num_steps` = N is the number of intervals (the StepGrid of
+research/diffusion/grid.py, shared with DDIM / DPM-Solver). With the default
 final step to zero, the N levels s_0 > ... > s_{N-1} at which the model is
 called come from `schedules.timesteps(schedule, N - 1, spacing, rho=rho,
 t_end=t_end)` (default "karras", rho = 7: s_i = (smax^(1/rho) + i/(N-1)
@@ -45,7 +45,7 @@ NFE: euler N, euler_ancestral N, heun 2N - 1 (no correction on the step to
 s = 0; 2N with final_step_to_zero=False). Each sampler is one `lax.scan` over
 precomputed step arrays (heun: N - 1 scanned steps plus the last one), so the
 compile time does not depend on N. Noise is drawn per example
-(`samplers.per_example_normal`): results do not depend on the batch size.
+(`contract.per_example_normal`): results do not depend on the batch size.
 """
 from __future__ import annotations
 
@@ -54,25 +54,33 @@ import math
 import jax
 import jax.numpy as jnp
 
-from research.diffusion import parameterization as param
-from research.diffusion import samplers as samplers_lib
+from research import registry
+from research.diffusion import adapters
+from research.diffusion import grid as grid_lib
+from research.diffusion.contract import check_x, per_example_normal, register
 
 __all__ = ["euler", "heun", "euler_ancestral", "noise_levels", "euler_nfe", "heun_nfe",
            "euler_ancestral_nfe"]
 
 DEFAULT_SPACING = "karras"
+_GRID = grid_lib.GridRule(DEFAULT_SPACING, t_end="t_min")
+_OPTIONS = (adapters.PREDICTION,) + grid_lib.GRID_OPTIONS
+S_NOISE = registry.real("s_noise", 1.0, low=0.0, doc="scale of the added noise")
 
 
 # -----------------------------------------------------------------------------
 # Shared pieces.
 # -----------------------------------------------------------------------------
-def _check_nonneg(name, value):
-  if not isinstance(value, jax.core.Tracer) and not float(value) >= 0:
-    raise ValueError(f"{name} must be >= 0, got {name}={value!r}")
-
-
 def _is_zero(value):
   return not isinstance(value, jax.core.Tracer) and float(value) == 0.0
+
+
+def _levels(schedule, grid):
+  """(t, s) of a StepGrid: s = edm_sigma(t), and s_N = 0 at clean data."""
+  s = schedule.edm_sigma(grid.t).astype(jnp.float32)
+  if grid.final_step_to_zero:
+    s = s.at[-1].set(0.0)
+  return grid.t, s
 
 
 def noise_levels(schedule, num_steps, *, spacing=DEFAULT_SPACING, rho=7.0, t_end=None,
@@ -80,40 +88,24 @@ def noise_levels(schedule, num_steps, *, spacing=DEFAULT_SPACING, rho=7.0, t_end
   """The step grid (t, s) of the Karras samplers: times t_i and noise levels s_i = sigma/alpha.
 
   Returns (t, s), each of shape (num_steps + 1,), strictly decreasing from
-  t_0 = 1: the grid of `samplers.sampling_grid` (N model times from t = 1 to
+  t_0 = 1: the grid of `grid.sampling_grid` (N model times from t = 1 to
   t_end = schedule.t_min, then clean data), with s_i = schedule.edm_sigma(t_i)
   and s_N = 0 when final_step_to_zero (also for VE, where no t has s = 0; the
-  model is never called there). `timesteps`: explicit evaluation times
-  (samplers.sampling_grid).
+  model is never called there). `timesteps`: explicit evaluation times.
   """
-  grid = samplers_lib.sampling_grid(schedule, num_steps, spacing=spacing, t_end=t_end,
-                                    final_step_to_zero=final_step_to_zero, rho=rho,
-                                    timesteps=timesteps)
-  s = schedule.edm_sigma(grid.t).astype(jnp.float32)
-  if grid.final_step_to_zero:
-    s = s.at[-1].set(0.0)
-  return grid.t, s
+  return _levels(schedule, grid_lib.sampling_grid(
+      schedule, num_steps, spacing=spacing, t_end=t_end, final_step_to_zero=final_step_to_zero,
+      rho=rho, timesteps=timesteps))
 
 
 def _eps_fn(model_fn, schedule, prediction):
   """eps_hat(y, t): the model's noise estimate at the VE-form state y (model sees alpha(t) y)."""
-  samplers_lib.check_prediction(prediction)
 
   def eps_at(y, t):
     alpha, sigma = schedule.alpha(t), schedule.sigma(t)
-    x = alpha * y
-    pred = model_fn(x, samplers_lib.batch_time(t, y))
-    return param.to_eps(pred, x, alpha, sigma, prediction).astype(y.dtype)
+    return adapters.predict(model_fn, alpha * y, t, alpha, sigma, prediction, "eps")
 
   return eps_at
-
-
-def _check_x(x_T):
-  x_T = jnp.asarray(x_T)
-  if x_T.ndim < 1 or not jnp.issubdtype(x_T.dtype, jnp.floating):
-    raise ValueError(f"x_T must be a float array of shape (batch, ...), got shape "
-                     f"{x_T.shape} and dtype {x_T.dtype}")
-  return x_T.astype(jnp.float32)
 
 
 def _finish(y, schedule, t_last, final_step_to_zero):
@@ -124,10 +116,31 @@ def _finish(y, schedule, t_last, final_step_to_zero):
 
 
 # -----------------------------------------------------------------------------
+# Exact network-evaluation counts.
+# -----------------------------------------------------------------------------
+def euler_nfe(num_steps, **options):
+  """euler: one evaluation per step, N."""
+  del options
+  return grid_lib.check_num_steps(num_steps)
+
+
+def euler_ancestral_nfe(num_steps, **options):
+  """euler_ancestral: one evaluation per step, N."""
+  return euler_nfe(num_steps, **options)
+
+
+def heun_nfe(num_steps, *, final_step_to_zero=True, **options):
+  """heun: 2N - 1 (Euler only on the step to s = 0), 2N with final_step_to_zero=False."""
+  del options
+  n = grid_lib.check_num_steps(num_steps)
+  return 2 * n - 1 if final_step_to_zero else 2 * n
+
+
+# -----------------------------------------------------------------------------
 # Samplers.
 # -----------------------------------------------------------------------------
-def euler(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
-          spacing=DEFAULT_SPACING, rho=7.0, t_end=None, final_step_to_zero=True, timesteps=None):
+@register("euler", nfe=euler_nfe, options=_OPTIONS, grid=_GRID)
+def euler(key, model_fn, x_T, schedule, *, num_steps, grid, prediction):
   """Euler sampler for the probability-flow ODE in VE form (Karras et al. 2022, Algorithm 1).
 
   y_{i+1} = y_i + (s_{i+1} - s_i) d_i,   d_i = (y_i - D(y_i; s_i))/s_i = eps_hat(alpha_i y_i, t_i),
@@ -135,11 +148,9 @@ def euler(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   DDIM with eta = 0. Deterministic: `key` is ignored. NFE = num_steps. First
   order in the step size.
   """
-  del key
-  n = samplers_lib.check_num_steps(num_steps)
-  x_T = _check_x(x_T)
-  t, s = noise_levels(schedule, n, spacing=spacing, rho=rho, t_end=t_end,
-                      final_step_to_zero=final_step_to_zero, timesteps=timesteps)
+  del key, num_steps
+  x_T = check_x(x_T)
+  t, s = _levels(schedule, grid)
   eps_at = _eps_fn(model_fn, schedule, prediction)
 
   def step(y, inputs):
@@ -148,12 +159,21 @@ def euler(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
 
   y = x_T / schedule.alpha(t[0])
   y, _ = jax.lax.scan(step, y, (t[:-1], s[:-1], s[1:]))
-  return _finish(y, schedule, t[-1], final_step_to_zero)
+  return _finish(y, schedule, t[-1], grid.final_step_to_zero)
 
 
-def heun(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
-         spacing=DEFAULT_SPACING, rho=7.0, t_end=None, final_step_to_zero=True, timesteps=None,
-         s_churn=0.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.0):
+def _heun_stochastic(s_churn, s_noise, **_):
+  return not (_is_zero(s_churn) or _is_zero(s_noise))
+
+
+@register("heun", nfe=heun_nfe, grid=_GRID, stochastic=_heun_stochastic,
+          options=_OPTIONS + (
+              registry.real("s_churn", 0.0, low=0.0, doc="EDM churn (0: deterministic Heun)"),
+              registry.real("s_tmin", 0.0, doc="churn only for levels >= s_tmin"),
+              registry.real("s_tmax", math.inf, doc="churn only for levels <= s_tmax"),
+              S_NOISE))
+def heun(key, model_fn, x_T, schedule, *, num_steps, grid, prediction, s_churn, s_tmin, s_tmax,
+         s_noise):
   """EDM sampler: Heun's method with optional churn (Karras et al. 2022, Algorithm 2).
 
   For i = 0..N-1, gamma_i = min(s_churn / N, sqrt(2) - 1) if s_tmin <= s_i <= s_tmax else 0:
@@ -168,15 +188,12 @@ def heun(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   final_step_to_zero=False). EDM's
   tuned ImageNet-64 values: s_churn = 40, s_tmin = 0.05, s_tmax = 50, s_noise = 1.003.
   """
-  n = samplers_lib.check_num_steps(num_steps)
-  x_T = _check_x(x_T)
-  for name, value in (("s_churn", s_churn), ("s_noise", s_noise)):
-    _check_nonneg(name, value)
-  stochastic = not (_is_zero(s_churn) or _is_zero(s_noise))
+  n = num_steps
+  x_T = check_x(x_T)
+  stochastic = _heun_stochastic(s_churn, s_noise)
   if stochastic and key is None:
     raise ValueError("key must be a PRNG key when s_churn > 0 (heun with churn is stochastic)")
-  t, s = noise_levels(schedule, n, spacing=spacing, rho=rho, t_end=t_end,
-                      final_step_to_zero=final_step_to_zero, timesteps=timesteps)
+  t, s = _levels(schedule, grid)
   eps_at = _eps_fn(model_fn, schedule, prediction)
   s_cur = s[:-1]
   s_top = schedule.edm_sigma(jnp.float32(schedule.t_max))
@@ -195,7 +212,7 @@ def heun(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
     i, t_h, s_h, scale, _, s_next = inputs
     y_hat = y
     if stochastic:
-      y_hat = y + scale * samplers_lib.per_example_normal(key, i, y)
+      y_hat = y + scale * per_example_normal(key, i, y)
     d = eps_at(y_hat, t_h)
     return y_hat, d, y_hat + (s_next - s_h) * d
 
@@ -206,17 +223,22 @@ def heun(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
     return y_hat + (s_next - s_h) * 0.5 * (d + d_prime), None
 
   y = x_T / schedule.alpha(t[0])
-  if not final_step_to_zero:
+  if not grid.final_step_to_zero:
     y, _ = jax.lax.scan(heun_step, y, steps)
-    return _finish(y, schedule, t[-1], final_step_to_zero)
+    return _finish(y, schedule, t[-1], False)
   y, _ = jax.lax.scan(heun_step, y, jax.tree.map(lambda a: a[:-1], steps))
   _, _, y = euler_part(y, jax.tree.map(lambda a: a[-1], steps))  # last step, to s = 0: Euler
   return y
 
 
-def euler_ancestral(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
-                    spacing=DEFAULT_SPACING, rho=7.0, t_end=None, final_step_to_zero=True, timesteps=None,
-                    eta=1.0, s_noise=1.0):
+def _ancestral_stochastic(eta, s_noise, **_):
+  return not (_is_zero(eta) or _is_zero(s_noise))
+
+
+@register("euler_ancestral", nfe=euler_ancestral_nfe, grid=_GRID, stochastic=_ancestral_stochastic,
+          options=_OPTIONS + (registry.real("eta", 1.0, low=0.0, doc="ancestral noise (0: euler)"),
+                              S_NOISE))
+def euler_ancestral(key, model_fn, x_T, schedule, *, num_steps, grid, prediction, eta, s_noise):
   """Ancestral Euler sampler (k-diffusion's sample_euler_ancestral, in the VE form of Karras et al. 2022).
 
   Each step splits s_{i+1} into a deterministic part and fresh noise:
@@ -226,15 +248,12 @@ def euler_ancestral(key, model_fn, x_T, schedule, *, num_steps, prediction="eps"
   eta = 1 is the ancestral (DDPM-like, Ho et al. 2020) reverse-SDE step; eta = 0
   is exactly `euler`. The step to s = 0 adds no noise (s_up = 0). NFE = num_steps.
   """
-  n = samplers_lib.check_num_steps(num_steps)
-  x_T = _check_x(x_T)
-  _check_nonneg("eta", eta)
-  _check_nonneg("s_noise", s_noise)
-  stochastic = not (_is_zero(eta) or _is_zero(s_noise))
+  n = num_steps
+  x_T = check_x(x_T)
+  stochastic = _ancestral_stochastic(eta, s_noise)
   if stochastic and key is None:
     raise ValueError("key must be a PRNG key when eta > 0 (euler_ancestral is stochastic)")
-  t, s = noise_levels(schedule, n, spacing=spacing, rho=rho, t_end=t_end,
-                      final_step_to_zero=final_step_to_zero, timesteps=timesteps)
+  t, s = _levels(schedule, grid)
   eps_at = _eps_fn(model_fn, schedule, prediction)
   s_cur, s_next = s[:-1], s[1:]
   s_up = jnp.minimum(s_next, eta * jnp.sqrt(
@@ -245,31 +264,9 @@ def euler_ancestral(key, model_fn, x_T, schedule, *, num_steps, prediction="eps"
     i, t_i, s_i, down, up = inputs
     y = y + (down - s_i) * eps_at(y, t_i)
     if stochastic:
-      y = y + (s_noise * up) * samplers_lib.per_example_normal(key, i, y)
+      y = y + (s_noise * up) * per_example_normal(key, i, y)
     return y, None
 
   y = x_T / schedule.alpha(t[0])
   y, _ = jax.lax.scan(step, y, (jnp.arange(n), t[:-1], s_cur, s_down, s_up))
-  return _finish(y, schedule, t[-1], final_step_to_zero)
-
-
-# -----------------------------------------------------------------------------
-# Exact network-evaluation counts (samplers.nfe).
-# -----------------------------------------------------------------------------
-def euler_nfe(num_steps, **options):
-  """euler: one evaluation per step, N."""
-  del options
-  return samplers_lib.check_num_steps(num_steps)
-
-
-def euler_ancestral_nfe(num_steps, **options):
-  """euler_ancestral: one evaluation per step, N."""
-  del options
-  return samplers_lib.check_num_steps(num_steps)
-
-
-def heun_nfe(num_steps, *, final_step_to_zero=True, **options):
-  """heun: 2N - 1 (Euler only on the step to s = 0), 2N with final_step_to_zero=False."""
-  del options
-  n = samplers_lib.check_num_steps(num_steps)
-  return 2 * n - 1 if final_step_to_zero else 2 * n
+  return _finish(y, schedule, t[-1], grid.final_step_to_zero)

@@ -23,12 +23,15 @@ N(0, sigma_max^2 I) for VE.
 Both end, by default, with one denoising step to clean data (Tweedie's formula
 x0 = (x + sigma^2 score) / alpha, Efron 2011; the "denoise" of Jolicoeur-Martineau
 et al. 2021 and NCSNv2), which costs one extra network evaluation; the option
-is `final_step_to_zero` (as for every sampler). With final_step_to_zero=False the
+is `final_step_to_zero`. Both take the StepGrid of research/diffusion/grid.py
+(spacing, t_end, timesteps= or grid=): langevin its N noise levels (a grid with
+the final step to clean data, which only the denoising step uses), pc N + 1 times
+ending at t_end (timesteps= gives all N + 1). With final_step_to_zero=False the
 result is x at t_end = schedule.t_min in the schedule's scale (noise of scale
 sigma(t_end) remains).
 
 Noise: every Gaussian draw has its own index n and uses
-`samplers.per_example_normal(key, n, x)`, so results do not depend on the batch
+`contract.per_example_normal(key, n, x)`, so results do not depend on the batch
 size. Each sampler is one `lax.scan` (pc nests a scan over corrector steps):
 compile time does not depend on num_steps.
 """
@@ -36,26 +39,19 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from research.diffusion import parameterization as param
-from research.diffusion import samplers as samplers_lib
+from research import registry
+from research.diffusion import adapters
+from research.diffusion import grid as grid_lib
+from research.diffusion.contract import check_x, per_example_normal, register
 
 __all__ = ["langevin", "pc", "langevin_nfe", "pc_nfe", "PREDICTORS",
            "sde_coefficients"]
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
-
-
-def _check_int(name, value, minimum):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"{name} must be a Python int >= {minimum}, got {name}={value!r}")
-  return int(value)
-
-
-def _check_positive(name, value):
-  if value is not None and not isinstance(value, jax.core.Tracer) and not float(value) > 0:
-    raise ValueError(f"{name} must be > 0, got {name}={value!r}")
+_OPTIONS = (adapters.PREDICTION,) + grid_lib.grid_options(exclude=("rho",))
+FINAL_DENOISE = registry.flag("final_step_to_zero", True,
+                              "end with Tweedie's denoising step (one more evaluation)")
 
 
 def _check_key(key, name):
@@ -63,17 +59,8 @@ def _check_key(key, name):
     raise ValueError(f"key must be a PRNG key: {name} is stochastic, got key=None")
 
 
-def _check_x(x_T):
-  x_T = jnp.asarray(x_T)
-  if x_T.ndim < 1 or not jnp.issubdtype(x_T.dtype, jnp.floating):
-    raise ValueError(f"x_T must be a float array of shape (batch, ...), got shape "
-                     f"{x_T.shape} and dtype {x_T.dtype}")
-  return x_T.astype(jnp.float32)
-
-
 def _eps_at(model_fn, x, t, alpha, sigma, prediction):
-  pred = model_fn(x, samplers_lib.batch_time(t, x))
-  return param.to_eps(pred, x, alpha, sigma, prediction).astype(x.dtype)
+  return adapters.predict(model_fn, x, t, alpha, sigma, prediction, "eps")
 
 
 def _per_example_norm(a):
@@ -103,9 +90,21 @@ def sde_coefficients(schedule, t):
 # -----------------------------------------------------------------------------
 # Annealed Langevin dynamics (NCSN).
 # -----------------------------------------------------------------------------
-def langevin(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
-             spacing="logsnr_uniform", t_end=None, final_step_to_zero=True,
-             n_inner=10, step_lr=None):
+def langevin_nfe(num_steps, *, n_inner=10, final_step_to_zero=True, **options):
+  """langevin: num_steps * n_inner (+ 1 for the final denoising step)."""
+  del options
+  n = grid_lib.check_num_steps(num_steps)
+  return n * registry.check_int("n_inner", n_inner, minimum=1) + int(bool(final_step_to_zero))
+
+
+@register("langevin", nfe=langevin_nfe, stochastic=True,
+          grid=grid_lib.GridRule("logsnr_uniform", t_end="t_min", final=True),
+          options=tuple(o if o.name != "final_step_to_zero" else FINAL_DENOISE for o in _OPTIONS)
+          + (registry.integer("n_inner", 10, minimum=1, doc="Langevin steps per noise level"),
+             registry.real("step_lr", None, low=0.0, low_open=True,
+                           doc="step size at the smallest level (None: 0.2 s_min^2)")))
+def langevin(key, model_fn, x_T, schedule, *, num_steps, grid, prediction, final_step_to_zero,
+             n_inner, step_lr):
   """Annealed Langevin dynamics over a noise ladder (Song & Ermon 2019, Algorithm 1).
 
   For levels i = 0..N-1 (N = num_steps; s_i = sigma/alpha at t_i, from t_0 = 1
@@ -121,18 +120,12 @@ def langevin(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   Gaussian of variance s^2 contracts by (1 - eps/s^2) per step, so it must stay
   well below 2 (and below ~0.2 for a small discretisation bias).
   step_lr=None takes NCSN's ratio, step_lr = 0.2 s_{N-1}^2 (NCSN: step_lr = 2e-5
-  at s_min = 0.01; on an 8-mode 2-D ring, N = 10 levels x 10 inner steps reach
-  the noise floor of W2, see tests/research/diffusion/test_stochastic.py).
+  at s_min = 0.01; accuracy on toy data: docs/samplers.md).
   NFE = N n_inner (+ 1 for the final denoising step).
   """
   _check_key(key, "langevin")
-  n = samplers_lib.check_num_steps(num_steps)
-  n_inner = _check_int("n_inner", n_inner, 1)
-  _check_positive("step_lr", step_lr)
-  prediction = samplers_lib.check_prediction(prediction)
-  x_T = _check_x(x_T)
-  grid = samplers_lib.sampling_grid(schedule, n, spacing=spacing, t_end=t_end,
-                                    final_step_to_zero=True)
+  n = num_steps
+  x_T = check_x(x_T)
   t = grid.t[:-1]                                           # the N levels
   s = schedule.edm_sigma(t).astype(jnp.float32)
   alpha, sigma = grid.alpha[:-1], grid.sigma[:-1]
@@ -145,7 +138,7 @@ def langevin(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   def step(y, inputs):
     i, t_i, s_i, a_i, sg_i, eps_i = inputs
     score = -_eps_at(model_fn, a_i * y, t_i, a_i, sg_i, prediction) / s_i
-    z = samplers_lib.per_example_normal(key, i, y)
+    z = per_example_normal(key, i, y)
     return y + eps_i * score + jnp.sqrt(2.0 * eps_i) * z, None
 
   y = x_T / grid.alpha[0]
@@ -156,19 +149,27 @@ def langevin(key, model_fn, x_T, schedule, *, num_steps, prediction="eps",
   return alpha[-1] * y
 
 
-def langevin_nfe(num_steps, *, n_inner=10, final_step_to_zero=True, **options):
-  """langevin: num_steps * n_inner (+ 1 for the final denoising step)."""
-  del options
-  n = samplers_lib.check_num_steps(num_steps)
-  return n * _check_int("n_inner", n_inner, 1) + int(bool(final_step_to_zero))
-
-
 # -----------------------------------------------------------------------------
 # Predictor-corrector (score_sde).
 # -----------------------------------------------------------------------------
-def pc(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", spacing="time_uniform",
-       t_end=None, final_step_to_zero=True, predictor="reverse_diffusion",
-       corrector_steps=1, snr=0.16, snr_norm="batch"):
+def pc_nfe(num_steps, *, corrector_steps=1, final_step_to_zero=True, **options):
+  """pc: num_steps (1 + corrector_steps) (+ 1 for the final denoising step)."""
+  del options
+  n = grid_lib.check_num_steps(num_steps)
+  c = registry.check_int("corrector_steps", corrector_steps, minimum=0)
+  return n * (1 + c) + int(bool(final_step_to_zero))
+
+
+@register("pc", nfe=pc_nfe, stochastic=True,
+          grid=grid_lib.GridRule("time_uniform", t_end="t_min", final=False),
+          options=tuple(o if o.name != "final_step_to_zero" else FINAL_DENOISE for o in _OPTIONS)
+          + (registry.choice("predictor", "reverse_diffusion", PREDICTORS, "predictor step"),
+             registry.integer("corrector_steps", 1, minimum=0, doc="Langevin corrector steps"),
+             registry.real("snr", 0.16, low=0.0, doc="corrector signal-to-noise ratio"),
+             registry.choice("snr_norm", "batch", ("batch", "example"),
+                             "norms of the corrector step: batch means or per example")))
+def pc(key, model_fn, x_T, schedule, *, num_steps, grid, prediction, final_step_to_zero,
+       predictor, corrector_steps, snr, snr_norm):
   """Predictor-corrector sampling of the reverse SDE (Song et al. 2021, Algorithms 2-5).
 
   On t_0 = 1 > ... > t_N = t_end (N = num_steps, default uniform in time as in
@@ -189,23 +190,13 @@ def pc(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", spacing="ti
   example, but the step size (hence the result) depends on the other examples.
   snr_norm="example" uses each example's own norms (batch-size invariant); it
   is only sensible in high dimension, where the norms concentrate: in 2-D a
-  near-zero ||score|| at a mode centre makes the step explode (W2 7.6x the
-  noise floor on an 8-mode ring, versus ~1x with "batch").
+  near-zero ||score|| at a mode centre makes the step explode (measured in
+  docs/samplers.md).
   NFE = N (1 + corrector_steps) (+ 1 for the final step).
   """
   _check_key(key, "pc")
-  n = samplers_lib.check_num_steps(num_steps)
-  corrector_steps = _check_int("corrector_steps", corrector_steps, 0)
-  if predictor not in PREDICTORS:
-    raise ValueError(f"unknown predictor={predictor!r}; valid predictors: {list(PREDICTORS)}")
-  if snr_norm not in ("batch", "example"):
-    raise ValueError(f"snr_norm must be 'batch' or 'example', got snr_norm={snr_norm!r}")
-  if not isinstance(snr, jax.core.Tracer) and not float(snr) >= 0:
-    raise ValueError(f"snr must be >= 0, got snr={snr!r}")
-  prediction = samplers_lib.check_prediction(prediction)
-  x_T = _check_x(x_T)
-  grid = samplers_lib.sampling_grid(schedule, n, spacing=spacing, t_end=t_end,
-                                    final_step_to_zero=False)
+  n = num_steps
+  x_T = check_x(x_T)
   t, alpha, sigma = grid.t, grid.alpha, grid.sigma
   a = alpha[:-1] / alpha[1:]
   b = jnp.maximum(sigma[:-1] ** 2 - a**2 * sigma[1:] ** 2, 0.0)
@@ -218,7 +209,7 @@ def pc(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", spacing="ti
 
   def corrector(x, j, i, t_i, a_i, s_i, c_i):
     score = score_at(x, t_i, a_i, s_i)
-    z = samplers_lib.per_example_normal(key, i * draws + j, x)
+    z = per_example_normal(key, i * draws + j, x)
     z_norm, score_norm = _per_example_norm(z), _per_example_norm(score)
     if snr_norm == "batch":
       z_norm, score_norm = jnp.mean(z_norm), jnp.mean(score_norm)
@@ -233,7 +224,7 @@ def pc(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", spacing="ti
     x, _ = jax.lax.scan(lambda x, j: (corrector(x, j, i, t_i, a_i, s_i, ai**2), None),
                         x, jnp.arange(corrector_steps))
     score = score_at(x, t_i, a_i, s_i)
-    z = samplers_lib.per_example_normal(key, i * draws + corrector_steps, x)
+    z = per_example_normal(key, i * draws + corrector_steps, x)
     if predictor == "reverse_diffusion":
       x = (2.0 - ai) * x + bi * score + jnp.sqrt(bi) * z
     else:
@@ -246,11 +237,3 @@ def pc(key, model_fn, x_T, schedule, *, num_steps, prediction="eps", spacing="ti
     eps = _eps_at(model_fn, x, t[-1], alpha[-1], sigma[-1], prediction)
     return (x - sigma[-1] * eps) / alpha[-1]
   return x
-
-
-def pc_nfe(num_steps, *, corrector_steps=1, final_step_to_zero=True, **options):
-  """pc: num_steps (1 + corrector_steps) (+ 1 for the final denoising step)."""
-  del options
-  n = samplers_lib.check_num_steps(num_steps)
-  c = _check_int("corrector_steps", corrector_steps, 0)
-  return n * (1 + c) + int(bool(final_step_to_zero))
