@@ -27,15 +27,19 @@ Adaptive: Dormand-Prince 5(4) (Dormand & Prince 1980) through diffrax with a
 PID step-size controller; the error norm is diffrax's RMS over the whole state,
 so a batch shares one step-size sequence (as in torchdiffeq-based CFM code,
 Tong et al. 2023). NFE accounting is exact; see `solve_adaptive`.
+
+Registry (research/registry.py, kind "solver"): REGISTRY, NAMES, get(name),
+spec(name); every solver follows solver(velocity_fn, x0, **options) -> (x1, nfe).
+A fixed-step method is registered with `fixed_step_method(name, evals_per_step)`
+on its step function.
 """
 from __future__ import annotations
-
-import functools
-from typing import Callable, NamedTuple
 
 import diffrax
 import jax
 import jax.numpy as jnp
+
+from research import registry
 
 __all__ = [
     "euler_step",
@@ -48,23 +52,73 @@ __all__ = [
     "solve",
     "solve_adaptive",
     "get_solver",
+    "REGISTRY",
+    "NAMES",
+    "get",
+    "spec",
+    "fixed_step_method",
 ]
+
+REGISTRY = registry.Registry("solver")
+_T_OPTIONS = (registry.real("t0", 0.0, doc="start time (0: noise)"),
+              registry.real("t1", 1.0, doc="end time (1: data)"))
+
+
+def fixed_step_method(name, evals_per_step):
+  """Decorator: registers the step function step(velocity_fn, x, t, h) -> x_next as the
+  fixed-step solver `name`, solver(velocity_fn, x0, *, num_steps, t0, t1) -> (x1, nfe),
+  NFE = evals_per_step * num_steps. Returns the step function."""
+
+  def decorate(step):
+    def solver(velocity_fn, x0, *, num_steps, t0=0.0, t1=1.0):
+      x1 = solve(velocity_fn, x0, num_steps=num_steps, method=name, t0=t0, t1=t1)
+      return x1, jnp.asarray(nfe(name, num_steps), jnp.int32)
+
+    solver.step = step
+    solver.__doc__ = f"{name} solve (see `solve`): returns (x1, nfe)."
+    REGISTRY.register(name, nfe=lambda num_steps, **_: evals_per_step * num_steps,
+                      options=_T_OPTIONS)(solver)
+    return step
+
+  return decorate
+
+
+def __getattr__(attr):
+  # The name lists follow run-time registrations.
+  if attr == "NAMES" or attr == "SOLVERS":
+    return REGISTRY.names()
+  if attr == "FIXED_STEP_METHODS":
+    return tuple(n for n in REGISTRY.names() if REGISTRY.spec(n).takes_num_steps)
+  raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+def get(name):
+  """The solver `name`; ValueError listing every valid name."""
+  return REGISTRY.get(name)
+
+
+def spec(name):
+  """The registry entry (SamplerSpec) of solver `name`."""
+  return REGISTRY.spec(name)
 
 
 # ----------------------------------------------------------------------------
 # One step of each fixed-step method: (velocity_fn, x, t, h) -> x_next.
 # ----------------------------------------------------------------------------
+@fixed_step_method("euler", 1)
 def euler_step(velocity_fn, x, t, h):
   """Explicit Euler step: x' = x + h f(x, t). Order 1, 1 NFE (Euler 1768)."""
   return x + h * velocity_fn(x, t)
 
 
+@fixed_step_method("midpoint", 2)
 def midpoint_step(velocity_fn, x, t, h):
   """Explicit midpoint step: x' = x + h f(x + h/2 f(x, t), t + h/2). Order 2, 2 NFE (Runge 1895)."""
   x_mid = x + (h / 2) * velocity_fn(x, t)
   return x + h * velocity_fn(x_mid, t + h / 2)
 
 
+@fixed_step_method("heun", 2)
 def heun_step(velocity_fn, x, t, h):
   """Heun (explicit trapezoid) step: x' = x + h/2 (f(x, t) + f(x + h f(x, t), t + h)). Order 2, 2 NFE.
 
@@ -76,6 +130,7 @@ def heun_step(velocity_fn, x, t, h):
   return x + (h / 2) * (k1 + k2)
 
 
+@fixed_step_method("rk4", 4)
 def rk4_step(velocity_fn, x, t, h):
   """Classical Runge-Kutta step: x' = x + h/6 (k1 + 2 k2 + 2 k3 + k4). Order 4, 4 NFE (Kutta 1901).
 
@@ -89,36 +144,20 @@ def rk4_step(velocity_fn, x, t, h):
   return x + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
-class _Method(NamedTuple):
-  step: Callable
-  evals_per_step: int
-
-
-_FIXED = {
-    "euler": _Method(euler_step, 1),
-    "midpoint": _Method(midpoint_step, 2),
-    "heun": _Method(heun_step, 2),
-    "rk4": _Method(rk4_step, 4),
-}
-FIXED_STEP_METHODS = tuple(_FIXED)
-SOLVERS = FIXED_STEP_METHODS + ("dopri5",)
-
 # Dopri5 has 7 stages; the 7th is f(x_{n+1}, t_{n+1}), reused as the 1st stage
 # of the next step (FSAL), so every attempted step costs 6 new evaluations.
 _DOPRI5_EVALS_PER_STEP = 6
 
 
-def _check_method(method, allowed):
-  if method not in allowed:
-    raise ValueError(f"unknown method {method!r}; valid methods: {list(allowed)}")
+def _fixed_spec(method):
+  if method not in REGISTRY or not REGISTRY.spec(method).takes_num_steps:
+    fixed = [n for n in REGISTRY.names() if REGISTRY.spec(n).takes_num_steps]
+    raise ValueError(f"unknown method {method!r}; valid methods: {fixed}")
+  return REGISTRY.spec(method)
 
 
 def _check_num_steps(num_steps):
-  if (isinstance(num_steps, bool) or not isinstance(num_steps, int)
-      or num_steps < 1):
-    raise ValueError(
-        f"num_steps must be a Python int >= 1 (it is static), got "
-        f"num_steps={num_steps!r}")
+  registry.check_int("num_steps", num_steps, minimum=1)
 
 
 def nfe(method, num_steps):
@@ -131,9 +170,9 @@ def nfe(method, num_steps):
     raise ValueError(
         "method='dopri5' is adaptive: its NFE is known only after the solve "
         "and is returned by solve_adaptive")
-  _check_method(method, FIXED_STEP_METHODS)
+  spec_ = _fixed_spec(method)
   _check_num_steps(num_steps)
-  return num_steps * _FIXED[method].evals_per_step
+  return spec_.count_nfe(num_steps)
 
 
 def solve(velocity_fn, x0, *, num_steps, method="euler", t0=0.0, t1=1.0,
@@ -150,9 +189,8 @@ def solve(velocity_fn, x0, *, num_steps, method="euler", t0=0.0, t1=1.0,
   NFE = nfe(method, num_steps). Raises ValueError for an unknown method or
   num_steps not an int >= 1.
   """
-  _check_method(method, FIXED_STEP_METHODS)
+  step = _fixed_spec(method).fn.step
   _check_num_steps(num_steps)
-  step = _FIXED[method].step
   x0 = jnp.asarray(x0)
   if not jnp.issubdtype(x0.dtype, jnp.floating):
     raise ValueError(f"x0 must be a float array, got dtype {x0.dtype}")
@@ -176,6 +214,15 @@ def solve(velocity_fn, x0, *, num_steps, method="euler", t0=0.0, t1=1.0,
   return x1
 
 
+_ADAPTIVE_OPTIONS = (
+    registry.real("rtol", 1e-5, low=0.0, low_open=True, doc="relative tolerance"),
+    registry.real("atol", 1e-5, low=0.0, low_open=True, doc="absolute tolerance"),
+    registry.integer("max_steps", 4096, minimum=1, doc="most attempted steps"),
+    registry.real("dt0", None, doc="first step (None: (t1 - t0) / 100)")) + _T_OPTIONS
+
+
+@REGISTRY.register("dopri5", nfe=lambda num_steps=None, **_: None, options=_ADAPTIVE_OPTIONS,
+                   takes_num_steps=False)
 def solve_adaptive(velocity_fn, x0, *, rtol=1e-5, atol=1e-5, t0=0.0, t1=1.0,
                    max_steps=4096, dt0=None):
   """Integrate dx/dt = velocity_fn(x, t) from t0 to t1 with adaptive Dopri5; return (x1, nfe).
@@ -200,12 +247,7 @@ def solve_adaptive(velocity_fn, x0, *, rtol=1e-5, atol=1e-5, t0=0.0, t1=1.0,
   diffrax raises a runtime error (loud, also under jit). Raises ValueError for
   rtol or atol <= 0 or max_steps < 1.
   """
-  for name, value in (("rtol", rtol), ("atol", atol)):
-    if not float(value) > 0:
-      raise ValueError(f"{name} must be > 0, got {name}={value!r}")
-  if (isinstance(max_steps, bool) or not isinstance(max_steps, int)
-      or max_steps < 1):
-    raise ValueError(f"max_steps must be a Python int >= 1, got {max_steps!r}")
+  REGISTRY.spec("dopri5").check_options(dict(rtol=rtol, atol=atol, max_steps=max_steps))
   x0 = jnp.asarray(x0)
   if not jnp.issubdtype(x0.dtype, jnp.floating):
     raise ValueError(f"x0 must be a float array, got dtype {x0.dtype}")
@@ -229,11 +271,6 @@ def solve_adaptive(velocity_fn, x0, *, rtol=1e-5, atol=1e-5, t0=0.0, t1=1.0,
   return sol.ys[-1], 1 + _DOPRI5_EVALS_PER_STEP * num_steps
 
 
-def _fixed_solver(method, velocity_fn, x0, *, num_steps, t0=0.0, t1=1.0):
-  x1 = solve(velocity_fn, x0, num_steps=num_steps, method=method, t0=t0, t1=t1)
-  return x1, jnp.asarray(nfe(method, num_steps), jnp.int32)
-
-
 def get_solver(name):
   """The ODE solver `name` with one contract: solver(velocity_fn, x0, **options) -> (x1, nfe).
 
@@ -243,8 +280,4 @@ def get_solver(name):
   (noise) to t1 = 1 (data) by default. Raises ValueError listing the valid
   names for an unknown one.
   """
-  if name == "dopri5":
-    return solve_adaptive
-  if name not in _FIXED:
-    raise ValueError(f"unknown solver {name!r}; valid solvers: {list(SOLVERS)}")
-  return functools.partial(_fixed_solver, name)
+  return REGISTRY.get(name)
