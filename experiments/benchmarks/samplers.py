@@ -41,12 +41,16 @@ from research.data import gmm, toy
 from research.diffusion import exact, samplers, schedules, steps
 from research.metrics import distances
 
-STOCHASTIC = {"ddpm", "langevin", "pc", "euler_ancestral"}
-
-
 def is_stochastic(name: str, options: dict) -> bool:
-  return (name in STOCHASTIC or options.get("eta", 0.0) > 0 or options.get("sde", False)
-          or options.get("s_churn", 0.0) > 0)
+  """Whether sampler `name` draws noise with these options (its registry entry says)."""
+  return samplers.spec(name).is_stochastic(**options)
+
+
+def __getattr__(attr):
+  # STOCHASTIC: the samplers that draw noise with their default options (from the registry).
+  if attr == "STOCHASTIC":
+    return frozenset(n for n in samplers.NAMES if samplers.spec(n).is_stochastic())
+  raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 def mixture(dim: int, mean_scale: float = 1.0):

@@ -14,7 +14,7 @@ Inverting the pair (x, v) gives, for any alpha, sigma,
     eps = (sigma x + alpha v) / (alpha^2 + sigma^2),
 
 which for VP schedules (alpha^2 + sigma^2 = 1) is x0 = alpha x - sigma v,
-eps = alpha v + sigma x (see /work/shared/MATH.md).
+eps = alpha v + sigma x (docs/math.md).
 
 Shapes: `pred` and `x` share one shape (B, ...). alpha and sigma are scalars,
 arrays of shape (B,) (one value per example, reshaped to (B, 1, ..., 1)), or

@@ -4,7 +4,7 @@ Time convention (schedules.py): continuous t in [0, 1], t = 1 is noise, t = 0 is
 clean data, x_t = alpha(t) x0 + sigma(t) eps, log-SNR lambda(t) = log(alpha/sigma).
 
 A deterministic sampler S with N network evaluations at times t_0 = 1 > t_1 >
-... > t_{N-1} (then the final step to clean data, `samplers.sampling_grid`)
+... > t_{N-1} (then the final step to clean data, `grid.sampling_grid`)
 approximates the probability-flow ODE map x_T -> x_0 of the model. Fixed rules
 (time-uniform, time-quadratic, log-SNR-uniform, Karras) put the steps where they
 help for data of scale ~1; when the trajectories of the data separate elsewhere
@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from research.diffusion import grid as grid_lib
 from research.diffusion import samplers as samplers_lib
 from research.diffusion import schedules as schedules_lib
 
@@ -68,7 +69,7 @@ __all__ = [
 # keeps every step of positive length in float32.
 MIN_FRACTION = 1e-3
 _REFERENCE = ("unipc", {"order": 3, "spacing": "time_uniform"})
-_GRID_OPTIONS = ("spacing", "t_end", "rho", "timesteps", "final_step_to_zero")
+_GRID_OPTIONS = tuple(o.name for o in grid_lib.GRID_OPTIONS)
 
 
 class CalibratedSteps(NamedTuple):
@@ -97,7 +98,7 @@ def _log_snr_range(schedule):
 
 def _check_schedule_range(schedule):
   lam_hi, lam_lo = _log_snr_range(schedule)
-  if samplers_lib.is_concrete(lam_hi, lam_lo) and not (
+  if grid_lib.is_concrete(lam_hi, lam_lo) and not (
       np.isfinite(float(lam_hi)) and np.isfinite(float(lam_lo))
       and float(lam_lo) > float(lam_hi)):
     raise ValueError(
@@ -137,7 +138,7 @@ def params_from_timesteps(schedule, timesteps):
   t_{N-1} >= t_min (e.g. a fixed spacing's grid). Shares below MIN_FRACTION are
   clipped. Returns float32 theta of shape (N,).
   """
-  t = samplers_lib.check_timesteps(timesteps, np.shape(timesteps)[0])
+  t = grid_lib.check_timesteps(timesteps, np.shape(timesteps)[0])
   t = np.asarray(t, np.float64)
   if t[0] != 1.0 or t[-1] < schedule.t_min - 1e-7:
     raise ValueError(f"timesteps must start at t = 1 and end at or above t_min ="
@@ -165,7 +166,7 @@ def _resolve_sampler(sampler, sampler_options):
                        f" sampler_options={options!r}")
   if isinstance(sampler, str):
     fn = samplers_lib.get(sampler)
-    samplers_lib.nfe(sampler, 2, **options)      # validates the options
+    options = samplers_lib.check_options(sampler, options)
     nfe_fn = lambda n: samplers_lib.nfe(sampler, n, **options)
   elif callable(sampler):
     fn, nfe_fn = sampler, (lambda n: n)
@@ -228,7 +229,7 @@ def calibrate_timesteps(key, model_fn, schedule, shape, num_steps, *, sampler="u
   Returns CalibratedSteps; pass `.timesteps` as the sampler's `timesteps=` with
   the same num_steps and options.
   """
-  num_steps = samplers_lib.check_num_steps(num_steps)
+  num_steps = grid_lib.check_num_steps(num_steps)
   num_samples = _check_positive_int("num_samples", num_samples)
   if isinstance(num_focus, bool) or not isinstance(num_focus, (int, np.integer)) \
       or not 0 <= num_focus < num_samples:
@@ -271,8 +272,8 @@ def calibrate_timesteps(key, model_fn, schedule, shape, num_steps, *, sampler="u
 
   starts = []
   for spacing in init:
-    t_end = samplers_lib.default_t_end(schedule, num_steps, True, spacing)
-    t0 = samplers_lib.sampling_grid(schedule, num_steps, spacing=spacing, t_end=t_end).t[:-1]
+    t_end = grid_lib.default_t_end(schedule, num_steps, True, spacing)
+    t0 = grid_lib.sampling_grid(schedule, num_steps, spacing=spacing, t_end=t_end).t[:-1]
     err = np.asarray(jax.jit(errors)(jnp.asarray(t0, jnp.float32)), np.float64)
     starts.append((float(np.mean(err)), spacing, t0, err))
   initial_loss, init_name, t_init, init_err = min(starts, key=lambda s: s[0])
