@@ -10,9 +10,10 @@ float32. Formulas (see docs/math.md, "Sampling primitives"):
 
 Checks under ``jit``. A concrete invalid argument raises ``ValueError`` naming
 it. A traced one (under ``jit``/``vmap``/``checkify``) carries no value to test,
-so the output is NaN where it is invalid instead of a plausible sample, via
-``jnp.where(valid, x, nan)`` (valid outputs are bitwise those of the unchecked
-formula), and the same condition is a ``checkify.debug_check``: a no-op unless
+so the output is NaN where it is invalid instead of a plausible sample: the
+invalid parameter is replaced by NaN with ``jnp.where`` before the formula, so
+NaN propagates and valid outputs are bitwise those of the unchecked formula;
+and the same condition is a ``checkify.debug_check``: a no-op unless
 the caller wraps with ``checkify.checkify(f, errors=checkify.user_checks)``, whose
 error then names the argument (docs/library.md, "Checks under jit"):
 
@@ -108,11 +109,11 @@ def uniform(key, shape, low=0., high=1.):
       raise ValueError(
           f"uniform: need low < high, got low={low!r}, high={high!r}")
     return jax.random.uniform(key, shape, _FLOAT, minval=low, maxval=high)
-  x = jax.random.uniform(key, shape, _FLOAT, minval=low, maxval=high)
-  valid = jnp.broadcast_to(jnp.asarray(low, _FLOAT) < jnp.asarray(high, _FLOAT),
-                           shape)
-  return _where_valid(valid, x, jnp.nan,
-                      "uniform: need low < high (arguments low, high)")
+  low, high = jnp.asarray(low, _FLOAT), jnp.asarray(high, _FLOAT)
+  # A NaN bound makes the sample NaN; the valid path is the unchecked formula.
+  low = _where_valid(low < high, low, jnp.nan,
+                     "uniform: need low < high (arguments low, high)")
+  return jax.random.uniform(key, shape, _FLOAT, minval=low, maxval=high)
 
 
 def open_uniform(key, shape):
@@ -155,12 +156,11 @@ def normal(key, shape, mean=0., std=1.):
   s = _concrete(std)
   if s is not None and not np.all(s >= 0):
     raise ValueError(f"normal: std must be >= 0, got std={std!r}")
+  std = jnp.asarray(std, _FLOAT)
+  if s is None:
+    std = _where_valid(std >= 0, std, jnp.nan, "normal: std must be >= 0")
   z = jax.random.normal(key, shape, _FLOAT)
-  x = jnp.asarray(mean, _FLOAT) + jnp.asarray(std, _FLOAT) * z
-  if s is not None:
-    return x
-  return _where_valid(jnp.asarray(std, _FLOAT) >= 0, x, jnp.nan,
-                      "normal: std must be >= 0")
+  return jnp.asarray(mean, _FLOAT) + std * z
 
 
 def box_muller_transform(u1, u2):
@@ -275,6 +275,8 @@ def mvn_cholesky(key, mean, cov, shape=()):
   cov_value = _concrete(cov)
   if cov_value is not None:
     cov64 = cov_value.astype(np.float64)
+    if not np.all(np.isfinite(cov64)):
+      raise ValueError(f"mvn_cholesky: cov must be finite, got cov={cov_value}")
     scale = max(float(np.max(np.abs(cov64))), _TINY)
     if not np.allclose(cov64, cov64.T, rtol=0., atol=1e-5 * scale):
       raise ValueError(f"mvn_cholesky: cov must be symmetric, got cov={cov_value}")
@@ -285,13 +287,11 @@ def mvn_cholesky(key, mean, cov, shape=()):
           f"mvn_cholesky: cov must be positive definite, got eigenvalues "
           f"{eig} of cov={cov_value}; allowed: symmetric with all eigenvalues "
           f"> {threshold:.3g}")
+  else:
+    scale = jnp.maximum(jnp.max(jnp.abs(cov)), _TINY)
+    symmetric = jnp.all(jnp.abs(cov - cov.T) <= 1e-5 * scale)
+    factored = jnp.all(jnp.isfinite(chol)) & jnp.all(jnp.diagonal(chol) > 0)
+    chol = _where_valid(symmetric & factored, chol, jnp.nan,
+                        "mvn_cholesky: cov must be symmetric positive definite")
   z = jax.random.normal(key, shape + mean.shape, _FLOAT)
-  x = mean + jnp.einsum("...j,ij->...i", z, chol)
-  if cov_value is not None:
-    return x
-  scale = jnp.maximum(jnp.max(jnp.abs(cov)), _TINY)
-  symmetric = jnp.all(jnp.abs(cov - cov.T) <= 1e-5 * scale)
-  factored = jnp.all(jnp.isfinite(chol)) & jnp.all(jnp.diagonal(chol) > 0)
-  return _where_valid(
-      symmetric & factored, x, jnp.nan,
-      "mvn_cholesky: cov must be symmetric positive definite")
+  return mean + jnp.einsum("...j,ij->...i", z, chol)

@@ -230,16 +230,18 @@ def gumbel_softmax(key, logits, tau=1., hard=False):
     float32 array of ``logits.shape`` on the probability simplex.
   """
   traced = _check_scalar(tau, "gumbel_softmax: tau", lambda t: t > 0, "> 0")
+  if traced:
+    # NaN tau makes every output NaN (hard: one_hot + NaN). Replacing the
+    # input, not the output, keeps XLA's fusion of the valid path unchanged.
+    valid = _traced_valid([(tau > 0, "gumbel_softmax: tau", "> 0", tau)])
+    tau = jnp.where(valid, tau, jnp.nan)
   logits = _as_logits(logits)
   g = gumbel_noise(key, logits.shape)
   y = jax.nn.softmax((logits + g) / tau, axis=-1)
-  if hard:
-    y_hard = jax.nn.one_hot(jnp.argmax(y, axis=-1), logits.shape[-1], dtype=y.dtype)
-    y = y_hard + (y - jax.lax.stop_gradient(y))
-  if not traced:
+  if not hard:
     return y
-  valid = _traced_valid([(tau > 0, "gumbel_softmax: tau", "> 0", tau)])
-  return jnp.where(valid, y, jnp.nan)
+  y_hard = jax.nn.one_hot(jnp.argmax(y, axis=-1), logits.shape[-1], dtype=y.dtype)
+  return y_hard + (y - jax.lax.stop_gradient(y))
 
 
 # ----------------------------------------------------------------------------
@@ -264,17 +266,17 @@ def apply_temperature(logits, temperature):
                          lambda t: t >= 0, ">= 0")
   logits = _as_logits(logits)
   t = jnp.asarray(temperature, _FLOAT)
+  if traced:
+    # NaN T makes every entry NaN (logits / NaN); the valid path is unchanged.
+    valid = _traced_valid(
+        [(t >= 0, "apply_temperature: temperature", ">= 0", temperature)])
+    t = jnp.where(valid, t, jnp.nan)
   is_greedy = t == 0
   scaled = logits / jnp.where(is_greedy, 1., t)
   best = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1],
                         dtype=jnp.bool_)
   greedy = jnp.where(best, logits, -jnp.inf)
-  out = jnp.where(is_greedy, greedy, scaled)
-  if not traced:
-    return out
-  valid = _traced_valid(
-      [(t >= 0, "apply_temperature: temperature", ">= 0", temperature)])
-  return jnp.where(valid, out, jnp.nan)
+  return jnp.where(is_greedy, greedy, scaled)
 
 
 def top_k_filter(logits, k):

@@ -11,8 +11,9 @@ other; the output has their broadcast shape, float32.
 
 Checks under ``jit``: a concrete ``scale`` / ``rate`` that is not > 0 everywhere
 raises ``ValueError`` naming it. A traced one gives NaN in the entries where it
-is not > 0 (or is NaN), via ``jnp.where`` (valid entries are bitwise the
-unchecked formula, gradients included), and the same condition is a
+is not > 0 (or is NaN): ``jnp.where`` replaces those parameter entries by NaN
+before the formula, so valid entries are bitwise the unchecked formula
+(gradients included); and the same condition is a
 ``checkify.debug_check``, reported only under ``checkify.checkify(f,
 errors=checkify.user_checks)`` (docs/library.md, "Checks under jit").
 ``mu`` / ``log_var`` / ``loc`` take any real value and are not checked.
@@ -45,11 +46,11 @@ def _check_positive(name, value):
   return concrete is None
 
 
-def _nan_unless_positive(name, traced, value, x):
-  """x where a traced ``value`` > 0 (bitwise), NaN elsewhere; x when concrete."""
+def _nan_unless_positive(name, traced, value):
+  """A traced ``value`` with NaN where it is not > 0 (NaN then propagates)."""
   if not traced:
-    return x
-  return _where_valid(value > 0, x, jnp.nan, f"{name} must be > 0 everywhere")
+    return value
+  return _where_valid(value > 0, value, jnp.nan, f"{name} must be > 0 everywhere")
 
 
 def rsample_normal(key, mu, log_var):
@@ -106,8 +107,9 @@ def rsample_gumbel(key, loc, scale):
   """
   traced = _check_positive("rsample_gumbel: scale", scale)
   (loc, scale), shape = _broadcast("rsample_gumbel", ("loc", loc), ("scale", scale))
+  scale = _nan_unless_positive("rsample_gumbel: scale", traced, scale)
   g = -jnp.log(-jnp.log(open_uniform(key, shape)))
-  return _nan_unless_positive("rsample_gumbel: scale", traced, scale, loc + scale * g)
+  return loc + scale * g
 
 
 def rsample_logistic(key, loc, scale):
@@ -128,9 +130,9 @@ def rsample_logistic(key, loc, scale):
   """
   traced = _check_positive("rsample_logistic: scale", scale)
   (loc, scale), shape = _broadcast("rsample_logistic", ("loc", loc), ("scale", scale))
+  scale = _nan_unless_positive("rsample_logistic: scale", traced, scale)
   u = open_uniform(key, shape)
-  z = loc + scale * (jnp.log(u) - jnp.log1p(-u))
-  return _nan_unless_positive("rsample_logistic: scale", traced, scale, z)
+  return loc + scale * (jnp.log(u) - jnp.log1p(-u))
 
 
 def rsample_exponential(key, rate):
@@ -148,6 +150,6 @@ def rsample_exponential(key, rate):
     float32 array of ``rate.shape``.
   """
   traced = _check_positive("rsample_exponential: rate", rate)
-  rate = jnp.asarray(rate, _FLOAT)
-  z = -jnp.log(open_uniform(key, rate.shape)) / rate
-  return _nan_unless_positive("rsample_exponential: rate", traced, rate, z)
+  rate = _nan_unless_positive("rsample_exponential: rate", traced,
+                              jnp.asarray(rate, _FLOAT))
+  return -jnp.log(open_uniform(key, rate.shape)) / rate

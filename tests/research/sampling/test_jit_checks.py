@@ -4,9 +4,10 @@ The literal expectations below were computed by the implementation BEFORE the
 issue-13 "checks under jit" change (NaN / sentinel for invalid traced values,
 checkify checks): float32 outputs as uint32 bit patterns, int32 ids as ints.
 Each case is one call with the checked argument(s) passed concretely and, under
-``jax.jit``, as tracers. Only ``normal`` differs between the two paths, by one
-ulp, already before the change: the compiled mean + std * z is a fused
-multiply-add, the eager one rounds twice.
+``jax.jit``, as tracers. The two paths differ by a few ulps for some cases
+(``TRACED_DIFFERENT``), already before the change: XLA compiles mean + std * z
+as a fused multiply-add and x / t as x * (1 / t), the eager ops round each
+step. (The invalid-value behaviour is tested in test_checks_under_jit.py.)
 """
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,8 @@ LOGITS = np.array([[1.5, -0.5, 0.25, 2.0, -1.0], [0.0, 3.0, -2.0, 1.0, 0.5],
 PROBS = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
 BPROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
 COV = np.array([[2.0, 0.5], [0.5, 1.0]], np.float32)
+COV3 = np.array([[1.3, 0.2, 0.1], [0.2, 0.9, -0.3], [0.1, -0.3, 2.1]], np.float32)
+LOC4 = np.array([0., 1., -1., 2.], np.float32)
 
 
 def k(i):
@@ -30,27 +33,55 @@ def k(i):
 
 # name -> (callable, *checked arguments); jit traces exactly the checked arguments.
 CASES = {
-  "categorical": (lambda p: D.categorical(k(1), p, (8,)), PROBS),
-  "categorical_batched": (lambda p: D.categorical(k(2), p, (4,)), BPROBS),
-  "apply_temperature_0.7": (lambda t: D.apply_temperature(LOGITS, t), 0.7),
-  "apply_temperature_0": (lambda t: D.apply_temperature(LOGITS, t), 0.0),
-  "top_k_filter_2": (lambda kk: D.top_k_filter(LOGITS, kk), 2),
-  "top_k_filter_9": (lambda kk: D.top_k_filter(LOGITS, kk), 9),
-  "top_p_filter_0.8": (lambda p: D.top_p_filter(LOGITS, p), 0.8),
-  "top_p_filter_1": (lambda p: D.top_p_filter(LOGITS, p), 1.0),
-  "sample_logits_temperature": (lambda t: D.sample_logits(k(3), LOGITS, t, 3, 0.9), 0.8),
-  "sample_logits_top_k": (lambda kk: D.sample_logits(k(4), LOGITS, 1.3, kk, 0.95), 2),
-  "sample_logits_top_p": (lambda p: D.sample_logits(k(5), LOGITS, 1.0, None, p), 0.7),
-  "gumbel_softmax": (lambda t: D.gumbel_softmax(k(6), LOGITS, t), 0.5),
-  "gumbel_softmax_hard": (lambda t: D.gumbel_softmax(k(7), LOGITS, t, hard=True), 2.0),
-  "uniform": (lambda lo, hi: C.uniform(k(8), (6,), lo, hi), -2.0, 3.0),
-  "normal": (lambda s: C.normal(k(9), (6,), 1.0, s), 2.0),
-  "normal_std0": (lambda s: C.normal(k(9), (3,), 1.0, s), 0.0),
-  "mvn_cholesky": (lambda c: C.mvn_cholesky(k(10), jnp.array([1.0, -1.0]), c, (3,)), COV),
-  "rsample_gumbel": (lambda s: R.rsample_gumbel(k(11), jnp.array([0., 1., -1., 2.]), s), 2.0),
-  "rsample_logistic": (lambda s: R.rsample_logistic(k(12), jnp.array([0., 1., -1., 2.]), s), 0.5),
-  "rsample_exponential": (lambda r: R.rsample_exponential(k(13), r),
-                          np.array([0.5, 1., 2., 4.], np.float32)),
+    "categorical": (lambda p: D.categorical(k(1), p, (8,)), PROBS),
+    "categorical_batched": (lambda p: D.categorical(k(2), p, (4,)), BPROBS),
+    "apply_temperature_0.7": (lambda t: D.apply_temperature(LOGITS, t), 0.7),
+    "apply_temperature_0": (lambda t: D.apply_temperature(LOGITS, t), 0.0),
+    "top_k_filter_2": (lambda kk: D.top_k_filter(LOGITS, kk), 2),
+    "top_k_filter_9": (lambda kk: D.top_k_filter(LOGITS, kk), 9),
+    "top_p_filter_0.8": (lambda p: D.top_p_filter(LOGITS, p), 0.8),
+    "top_p_filter_1": (lambda p: D.top_p_filter(LOGITS, p), 1.0),
+    "sample_logits_temperature": (
+        lambda t: D.sample_logits(k(3), LOGITS, t, 3, 0.9), 0.8),
+    "sample_logits_top_k": (
+        lambda kk: D.sample_logits(k(4), LOGITS, 1.3, kk, 0.95), 2),
+    "sample_logits_top_p": (
+        lambda p: D.sample_logits(k(5), LOGITS, 1.0, None, p), 0.7),
+    "gumbel_softmax": (lambda t: D.gumbel_softmax(k(6), LOGITS, t), 0.5),
+    "gumbel_softmax_hard": (
+        lambda t: D.gumbel_softmax(k(7), LOGITS, t, hard=True), 2.0),
+    "uniform": (lambda lo, hi: C.uniform(k(8), (6,), lo, hi), -2.0, 3.0),
+    "normal": (lambda s: C.normal(k(9), (6,), 1.0, s), 2.0),
+    "normal_std0": (lambda s: C.normal(k(9), (3,), 1.0, s), 0.0),
+    "mvn_cholesky": (
+        lambda c: C.mvn_cholesky(k(10), jnp.array([1.0, -1.0]), c, (3,)), COV),
+    "rsample_gumbel": (lambda s: R.rsample_gumbel(k(11), LOC4, s), 2.0),
+    "rsample_logistic": (lambda s: R.rsample_logistic(k(12), LOC4, s), 0.5),
+    "rsample_exponential": (lambda r: R.rsample_exponential(k(13), r),
+                            np.array([0.5, 1., 2., 4.], np.float32)),
+    # Values that are not powers of two (XLA rewrites x / t as x * (1 / t)).
+    "gumbel_softmax_tau3": (lambda t: D.gumbel_softmax(k(6), LOGITS, t), 3.0),
+    "gumbel_softmax_tau0.7": (lambda t: D.gumbel_softmax(k(14), LOGITS, t), 0.7),
+    "gumbel_softmax_hard_tau0.3": (
+        lambda t: D.gumbel_softmax(k(15), LOGITS, t, hard=True), 0.3),
+    "apply_temperature_1.7": (lambda t: D.apply_temperature(LOGITS, t), 1.7),
+    "top_p_filter_0.55": (lambda p: D.top_p_filter(LOGITS * 0.3, p), 0.55),
+    "sample_logits_batch": (
+        lambda t, p: D.sample_logits(k(16), jnp.tile(LOGITS, (8, 1)) * 0.3, t, 4, p),
+        1.3, 0.85),
+    "categorical_softmax": (
+        lambda p: D.categorical(k(17), p, (16,)),
+        np.asarray(jax.nn.softmax(jnp.arange(7.) * 0.37))),
+    "uniform_0.3_1.7": (lambda lo, hi: C.uniform(k(18), (6,), lo, hi), 0.3, 1.7),
+    "normal_std1.7": (lambda s: C.normal(k(19), (6,), -0.3, s), 1.7),
+    "normal_std_array": (lambda s: C.normal(k(20), (3,), 0.3, s),
+                         np.array([0.3, 1.1, 2.9], np.float32)),
+    "mvn_cholesky_3d": (
+        lambda c: C.mvn_cholesky(k(21), jnp.array([0.1, 0.2, 0.3]), c, (4,)), COV3),
+    "rsample_gumbel_0.3": (lambda s: R.rsample_gumbel(k(22), LOC4, s), 0.3),
+    "rsample_logistic_1.7": (lambda s: R.rsample_logistic(k(23), LOC4, s), 1.7),
+    "rsample_exponential_odd": (lambda r: R.rsample_exponential(k(24), r),
+                                np.array([0.3, 1.7, 2.9, 7.1], np.float32)),
 }
 
 # Computed by the implementation before the change (see the module docstring).
@@ -115,13 +146,79 @@ CONCRETE = {
     'rsample_exponential': ('f32', (4,), [
         0x3e2a4cff, 0x3f825784, 0x3d678bbe, 0x3c81dd92
     ]),
+    'gumbel_softmax_tau3': ('f32', (3, 5), [
+        0x3eaa5719, 0x3df494f6, 0x3de96b71, 0x3e6abf72, 0x3e519225, 0x3e06d2c9,
+        0x3ec9d75e, 0x3d5a68cb, 0x3e678d09, 0x3e47573f, 0x3dd8b750, 0x3de21ab9,
+        0x3e2c3ec3, 0x3defe9be, 0x3eff31ad
+    ]),
+    'gumbel_softmax_tau0.7': ('f32', (3, 5), [
+        0x3e873aeb, 0x3eed5d19, 0x3c3c4321, 0x3e7c31bc, 0x3c6da0d9, 0x3a8e81aa,
+        0x3f764184, 0x37e6aff4, 0x3d0e6a58, 0x3b0ec822, 0x3c00b294, 0x3d6ceda3,
+        0x3c0e23bf, 0x3d23e9fa, 0x3f62b72c
+    ]),
+    'gumbel_softmax_hard_tau0.3': ('f32', (3, 5), [
+        0x3f800000, 0x00000000, 0x00000000, 0x00000000, 0x00000000, 0x00000000,
+        0x3f800000, 0x00000000, 0x00000000, 0x00000000, 0x00000000, 0x00000000,
+        0x00000000, 0x00000000, 0x3f800000
+    ]),
+    'apply_temperature_1.7': ('f32', (3, 5), [
+        0x3f61e1e1, 0xbe969696, 0x3e169696, 0x3f969696, 0xbf169696, 0x00000000,
+        0x3fe1e1e1, 0xbf969696, 0x3f169696, 0x3e969696, 0xbf169696, 0xbf169696,
+        0x00000000, 0x00000000, 0x3fbc3c3c
+    ]),
+    'top_p_filter_0.55': ('f32', (3, 5), [
+        0x3ee66667, 0xff800000, 0xff800000, 0x3f19999a, 0xff800000, 0xff800000,
+        0x3f666667, 0xff800000, 0x3e99999a, 0xff800000, 0xff800000, 0xff800000,
+        0x00000000, 0xff800000, 0x3f400000
+    ]),
+    'sample_logits_batch': ('i32', (24,), [
+        0, 1, 2, 0, 0, 0, 0, 3, 4, 1, 0, 3, 0, 0, 2, 3, 1, 4, 0, 1, 4, 3, 4, 4
+    ]),
+    'categorical_softmax': ('i32', (16,), [
+        3, 6, 6, 4, 6, 3, 4, 6, 4, 1, 6, 6, 0, 1, 2, 4
+    ]),
+    'uniform_0.3_1.7': ('f32', (6,), [
+        0x3f913f0d, 0x3fac2d35, 0x3f953b63, 0x3ecdc798, 0x3f730943, 0x3fd1d131
+    ]),
+    'normal_std1.7': ('f32', (6,), [
+        0xbf9c4f6c, 0xbf115786, 0x40067441, 0x3fbe005e, 0x3f3a19db, 0x3fa52002
+    ]),
+    'normal_std_array': ('f32', (3,), [0x3e215be6, 0xbe5a0834, 0x3f83953a]),
+    'mvn_cholesky_3d': ('f32', (4, 3), [
+        0x3f2bb885, 0x3f237e70, 0xbe43447a, 0x3f89fbc0, 0x3f6cd7ef, 0xc02c3c37,
+        0x3fda6b32, 0x3fc709a3, 0x3f1f90ec, 0xbfd8f1f0, 0xbf264b36, 0xbf8cf9b0
+    ]),
+    'rsample_gumbel_0.3': ('f32', (4,), [
+        0xbcc8f275, 0x3f23aaf0, 0xbf417d56, 0x4002a957
+    ]),
+    'rsample_logistic_1.7': ('f32', (4,), [
+        0x3f96f761, 0xbf7e6948, 0xbf810bac, 0x3ff2c502
+    ]),
+    'rsample_exponential_odd': ('f32', (4,), [
+        0x3fbce979, 0x3f0d957b, 0x3ed34e0a, 0x3d313728
+    ]),
 }
 TRACED_DIFFERENT = {
     'normal': ('f32', (6,), [
         0xc01ef0eb, 0x409626b7, 0x3f186fba, 0xbfc52200, 0xbf04cb1d, 0x4037ad03
     ]),
+    'gumbel_softmax_tau3': ('f32', (3, 5), [
+        0x3eaa5719, 0x3df494f6, 0x3de96b70, 0x3e6abf72, 0x3e519225, 0x3e06d2c9,
+        0x3ec9d75e, 0x3d5a68c6, 0x3e678d09, 0x3e47573f, 0x3dd8b752, 0x3de21ab9,
+        0x3e2c3ec3, 0x3defe9be, 0x3eff31ad
+    ]),
+    'gumbel_softmax_tau0.7': ('f32', (3, 5), [
+        0x3e873aeb, 0x3eed5d19, 0x3c3c4321, 0x3e7c31bc, 0x3c6da0d6, 0x3a8e81a8,
+        0x3f764185, 0x37e6aff1, 0x3d0e6a56, 0x3b0ec820, 0x3c00b297, 0x3d6ceda3,
+        0x3c0e23bf, 0x3d23e9fa, 0x3f62b72c
+    ]),
+    'normal_std1.7': ('f32', (6,), [
+        0xbf9c4f6c, 0xbf115787, 0x40067442, 0x3fbe005d, 0x3f3a19dc, 0x3fa52002
+    ]),
+    'rsample_logistic_1.7': ('f32', (4,), [
+        0x3f96f761, 0xbf7e6949, 0xbf810bac, 0x3ff2c502
+    ]),
 }
-
 
 def _bits(x):
   x = np.asarray(x)
@@ -142,3 +239,55 @@ def test_traced_outputs_bitwise_unchanged(name):
   fn, *args = CASES[name]
   expected = TRACED_DIFFERENT.get(name, CONCRETE[name])
   assert _bits(jax.jit(fn)(*args)) == expected
+
+
+# Gradients (eager and jit) and a vmap over temperatures, computed by the same
+# pre-change implementation (research/sampling as committed together with the
+# first version of this file).
+LOC = LOC4
+GRADS = {
+    "rsample_gumbel": (lambda s: jnp.sum(R.rsample_gumbel(k(11), LOC, s) ** 2), 2.0),
+    "rsample_logistic": (
+        lambda s: jnp.sum(R.rsample_logistic(k(12), LOC, s) ** 2), 0.5),
+    "rsample_exponential": (lambda r: jnp.sum(R.rsample_exponential(k(13), r) ** 2),
+                            np.array([0.5, 1., 2., 4.], np.float32)),
+    "gumbel_softmax_tau": (
+        lambda t: jnp.sum(D.gumbel_softmax(k(6), LOGITS, t)[:, 0]), 0.5),
+    "normal_std": (lambda s: jnp.sum(C.normal(k(9), (6,), 1.0, s) ** 2), 2.0),
+    "apply_temperature": (
+        lambda t: jnp.sum(jax.nn.softmax(D.apply_temperature(LOGITS, t))[:, 1]), 0.7),
+}
+GRAD_EAGER = {
+    "rsample_gumbel": ("f32", (), [0x41060cc7]),
+    "rsample_logistic": ("f32", (), [0xc052ddf7]),
+    "rsample_exponential": ("f32", (4,), [
+        0xbde294b4, 0xc004ba00, 0xbb516d7d, 0xb903c21a]),
+    "gumbel_softmax_tau": ("f32", (), [0xbf19f312]),
+    "normal_std": ("f32", (), [0x420f347f]),
+    "apply_temperature": ("f32", (), [0xbe892a97]),
+}
+# Fused multiply-add in the compiled gradient: one ulp from the eager value.
+GRAD_JIT_DIFFERENT = {
+    "rsample_gumbel": ("f32", (), [0x41060cc8]),
+    "normal_std": ("f32", (), [0x420f3480]),
+}
+VMAP_TEMPERATURES = np.array([0.5, 1.0, 0.0, 2.0], np.float32)
+VMAP_APPLY_TEMPERATURE = ("f32", (4, 5), [
+    0x40400000, 0xbf800000, 0x3f000000, 0x40800000, 0xc0000000, 0x3fc00000,
+    0xbf000000, 0x3e800000, 0x40000000, 0xbf800000, 0xff800000, 0xff800000,
+    0xff800000, 0x40000000, 0xff800000, 0x3f400000, 0xbe800000, 0x3e000000,
+    0x3f800000, 0xbf000000])
+
+
+@pytest.mark.parametrize("name", sorted(GRADS))
+def test_gradients_bitwise_unchanged(name):
+  fn, arg = GRADS[name]
+  assert _bits(jax.grad(fn)(arg)) == GRAD_EAGER[name]
+  expected = GRAD_JIT_DIFFERENT.get(name, GRAD_EAGER[name])
+  assert _bits(jax.jit(jax.grad(fn))(arg)) == expected
+
+
+def test_vmap_over_temperature_bitwise_unchanged():
+  fn = jax.vmap(lambda t: D.apply_temperature(LOGITS[0], t))
+  assert _bits(fn(VMAP_TEMPERATURES)) == VMAP_APPLY_TEMPERATURE
+  assert _bits(jax.jit(fn)(VMAP_TEMPERATURES)) == VMAP_APPLY_TEMPERATURE
