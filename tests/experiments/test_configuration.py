@@ -64,3 +64,50 @@ def test_locked_config_rejects_unknown_override(tmp_path):
                 f"--workdir={tmp_path}", "--config.optim.learning_rte=1")
   assert proc.returncode != 0
   assert "learning_rte" in proc.stderr
+
+
+def test_warmup_longer_than_the_run_is_clipped_with_a_warning(monkeypatch):
+  from experiments import optim
+  warnings = []
+  monkeypatch.setattr(configuration.logging, "warning", lambda msg, *a: warnings.append(msg % a))
+  c = default.get_config()
+  c.train.num_steps = 30                      # the default warmup is 200 steps
+  configuration.validate(c)
+  assert len(warnings) == 1 and "config.optim.warmup_steps=200" in warnings[0]
+  assert "clipped to 29" in warnings[0]
+  assert optim.effective_warmup(c.optim, 30) == 29
+  schedule = optim.learning_rate(c.optim, 30)
+  assert float(schedule(0)) == 0.0 and float(schedule(29)) == pytest.approx(c.optim.lr)
+  for n in (1, 2):                            # every N >= 1 gives a usable schedule
+    c.train.num_steps = n
+    configuration.validate(c)
+    assert all(float(optim.learning_rate(c.optim, n)(s)) >= 0 for s in range(n))
+  warnings.clear()
+  c.train.num_steps = 1000                    # a warmup shorter than the run: no warning
+  configuration.validate(c)
+  assert warnings == []
+
+
+def test_a_one_step_run_of_the_default_config_trains(tmp_path):
+  c = tiny_config(num_steps=1, log_every=1, checkpoint_every=1)
+  c.optim.warmup_steps = 50
+  summary = trainer.train_and_evaluate(c, str(tmp_path))
+  assert summary["status"] == "done" and summary["step"] == 1
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_eval_num_samples_must_be_a_positive_int(value):
+  c = tiny_config()
+  c.eval.num_samples = value
+  with pytest.raises(ValueError, match="config.eval.num_samples"):
+    configuration.validate(c)
+
+
+@pytest.mark.parametrize("name", ["default", "cfm_toy", "cfm_digits", "ddpm_toy", "ddpm_digits",
+                                  "consistency_toy", "consistency_digits", "gan_toy", "wgan_gp_toy",
+                                  "wgan_gp_digits", "vae_toy", "vae_digits", "vae_conv_digits"])
+def test_in_memory_configs_validate_with_a_short_run(name):
+  import importlib
+  c = importlib.import_module(f"configs.{name}").get_config()
+  c.train.num_steps = 3      # any N >= 1 is accepted: a longer warmup is clipped
+  configuration.validate(c)

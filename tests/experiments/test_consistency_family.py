@@ -7,6 +7,7 @@ import pytest
 
 from configs import consistency_toy, ddpm_toy
 from experiments import checkpoint, configuration, logs, trainer
+from experiments.families.protocol import SampleRequest
 from research.diffusion import consistency as cm
 
 
@@ -41,7 +42,7 @@ def test_ict_runlocal_trains_and_evaluates_one_and_two_step_w2(tmp_path):
     assert np.isfinite(summary[key]) and summary[key] > 0, key
   rows = [r for r in logs.read_metrics(tmp_path) if "loss" in r]
   assert rows and all(np.isfinite(r["loss"]) for r in rows)
-  # The curriculum counter follows the trainer's step: the logged num_points is the window
+  # The curriculum step is the trainer's step: the logged num_points is the window
   # mean of iCT's N(k) over the steps k = step - log_every .. step - 1.
   total, every = c.train.num_steps, c.train.log_every
   expected = [float(np.mean(cm.ict_num_points(jnp.arange(r["step"] - every, r["step"]), total)))
@@ -57,10 +58,9 @@ def test_ct_trains_only_online_and_moves_the_target_by_mu_k():
   run = trainer.build(c)
   state = trainer.init_state(run)
   params0 = jax.device_get(state["params"])
-  assert set(params0) == {"online", "target", "counter"}
+  assert set(params0) == {"online", "target"}          # no step counter in params
   new, metrics = trainer.make_train_step(run)(state, run.keys["train"])
   new = jax.device_get(new["params"])
-  assert float(new["counter"]["step"]) == 1.0
   mu0 = float(cm.ct_target_decay(cm.ct_num_points(0, c.train.num_steps), s0=2, mu0=0.9))
   np.testing.assert_allclose(mu0, 0.9, rtol=1e-6)          # N(0) = s0 = 2
   np.testing.assert_allclose(float(metrics["target_decay"]), mu0, rtol=1e-6)
@@ -74,8 +74,33 @@ def test_ct_trains_only_online_and_moves_the_target_by_mu_k():
   c2.sample.sigmas = (0.8,)
   family = trainer.build(c2).family
   np.testing.assert_allclose(family.sample_sigmas(2), [80.0, 0.8])
-  x, stats = family.sample(new, jax.random.key(0), 16, num_steps=2)
+  x, stats = family.sample(new, jax.random.key(0), 16, SampleRequest(num_steps=2))
   assert x.shape == (16, 2) and stats == {"nfe": 2} and np.all(np.isfinite(x))
+  y, _ = family.sample(new, jax.random.key(0), 16,
+                       SampleRequest(num_steps=2, options={"sigmas": (80.0, 0.8)}))
+  np.testing.assert_array_equal(x, y)
+  with pytest.raises(ValueError, match="SampleRequest.sampler='ddim'"):
+    family.check_request(SampleRequest(sampler="ddim"))
+  with pytest.raises(ValueError, match="'rho'.*only 'sigmas'"):
+    family.check_request(SampleRequest(options={"rho": 3.0}))
+  with pytest.raises(ValueError, match="colour"):
+    family.check_request(SampleRequest(options={"colour": 1}))
+  with pytest.raises(ValueError, match="SampleRequest.labels"):
+    family.check_request(SampleRequest(labels=np.zeros(16, np.int32)))
+
+
+def test_curriculum_reads_the_step_argument():
+  c = _config("mode=ict")
+  c.train.num_devices = 1
+  family = trainer.build(c).family
+  params = family.init(jax.random.key(0))
+  batch = jnp.ones((8, 2))
+  loss_fn = jax.jit(family.loss)
+  for step in (0, c.train.num_steps // 2, c.train.num_steps - 1):
+    _, metrics = loss_fn(params, batch, jax.random.key(1), jnp.int32(step))
+    want = cm.ict_num_points(jnp.float32(step), c.train.num_steps, s0=c.consistency.s0,
+                             s1=c.consistency.s1)
+    assert int(metrics["num_points"]) == int(want)
 
 
 def test_cd_distills_from_a_diffusion_workdir(teacher_workdir):

@@ -167,3 +167,24 @@ def test_dataset_names_lists_every_set():
     assert name in names
   with pytest.raises(ValueError, match="celeb_a"):
     _make("imagenet")
+
+
+@pytest.mark.parametrize("name", data.dataset_names())
+def test_dataset_info_matches_the_built_dataset_without_loading(name):
+  config = ml_collections.ConfigDict({"name": name})
+  info = data.dataset_info(config)
+  assert info.name == name and info.pixel_range == "unit"
+  if name in data.TFDS_NAMES:
+    from experiments import data_tfds
+    assert tuple(data_tfds.SPECS) == data.TFDS_NAMES
+    ds = data_tfds.TfdsDataset(name)   # opens nothing until read
+  else:
+    ds = data.make_dataset(config)
+  assert info.shape == tuple(ds.shape) and info.num_classes == int(getattr(ds, "num_classes", 0))
+
+
+def test_dataset_info_names_the_bad_field():
+  with pytest.raises(ValueError, match="config.data.name"):
+    data.dataset_info(ml_collections.ConfigDict({"name": "mnist_on_mars"}))
+  with pytest.raises(ValueError, match="config.data.pixel_range"):
+    data.dataset_info(ml_collections.ConfigDict({"name": "digits", "pixel_range": "centered"}))

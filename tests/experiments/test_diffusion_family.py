@@ -2,12 +2,15 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from configs import ddpm_toy
 from experiments import configuration, families, sampling, trainer
+from experiments.data import make_dataset
 from experiments.families import diffusion as diffusion_family
+from experiments.families.protocol import SampleRequest
 from research.diffusion import samplers
 
 
@@ -74,14 +77,14 @@ def test_sampling_is_deterministic_and_batch_independent(trained):
 def test_other_schedules_and_predictions(schedule, prediction):
   c = _config(f"runlocal=true,schedule={schedule},prediction={prediction},sampler=ddim")
   configuration.validate(c)
-  family = diffusion_family.Diffusion(c)
+  family = diffusion_family.Diffusion(c, make_dataset(c.data))
   params = family.init(jax.random.key(0))
   batch = jax.random.normal(jax.random.key(1), (32, 2))
   (loss, metrics), grads = jax.jit(jax.value_and_grad(family.loss, has_aux=True))(
-      params, batch, jax.random.key(2))
+      params, batch, jax.random.key(2), 0)
   assert np.isfinite(float(loss)) and np.isfinite(float(metrics["eps_mse"]))
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
-  x, stats = family.sample(params, jax.random.key(3), 8, num_steps=2)
+  x, stats = family.sample(params, jax.random.key(3), 8, SampleRequest(num_steps=2))
   assert x.shape == (8, 2) and np.all(np.isfinite(x)) and stats["nfe"] == 2
   # model_fn is the teacher interface of the consistency family: (x, t) -> prediction
   out = family.model_fn(params)(batch, jnp.full((32,), 0.5))
@@ -108,19 +111,52 @@ def test_config_errors_name_the_field(field, value, match):
     configuration.validate(c)
 
 
-def test_bad_sampler_options_name_the_field():
-  c = _config()
-  c.sample.options = {"colour": "red"}
-  with pytest.raises(ValueError, match="config.sample.options"):
-    configuration.validate(c)
-  c.sample.options = {"spacing": "time_uniform"}
+def _with_options(c, options):
+  """c with config.sample.options replaced (a string, or a mapping as a Python config may set)."""
+  sample = c.sample.to_dict()
+  sample["options"] = options
+  c.sample = ml_collections.ConfigDict(sample)
+  return c
+
+
+@pytest.mark.parametrize("as_mapping", [False, True])
+def test_bad_sampler_options_name_the_field(as_mapping):
+  def options(text):
+    if not as_mapping:
+      return text
+    return {k: (int(v) if v.isdigit() else v) for k, v in (i.split("=") for i in text.split(","))}
+
+  c = _with_options(_config(), options("colour=red"))
+  with pytest.raises(ValueError, match="config.sample.options.*colour.*spacing"):
+    configuration.validate(c)   # the unknown option is named, the valid ones listed
+  c = _with_options(_config(), options("spacing=time_uniform"))
   configuration.validate(c)  # ddpm takes spacing
-  c.sample.sampler = "ddpm"
-  c.sample.options = {"order": 2}
+  c = _with_options(_config(), options("order=2"))
   with pytest.raises(ValueError, match="config.sample.options"):
     configuration.validate(c)
   c.sample.sampler = "dpm_solver++"
   configuration.validate(c)  # dpm_solver++ takes order
+
+
+def test_sampler_options_from_the_command_line_string():
+  c = _config()
+  c.sample.sampler = "ddim"
+  c.sample.options = "eta=0.5,spacing=karras"
+  configuration.validate(c)
+  family = diffusion_family.Diffusion(c, make_dataset(c.data))
+  params = family.init(jax.random.key(0))
+  x, stats = family.sample(params, jax.random.key(1), 4)
+  y, _ = family.sample(params, jax.random.key(1), 4,
+                       SampleRequest(options={"eta": 0.5, "spacing": "karras"}))
+  np.testing.assert_array_equal(x, y)   # the config's options are the request's default
+  z, _ = family.sample(params, jax.random.key(1), 4, SampleRequest(options="eta=0.0"))
+  assert not np.array_equal(x, z)
+  with pytest.raises(ValueError, match="SampleRequest.options.*'colour'.*eta"):
+    family.check_request(SampleRequest(options={"colour": 1}))
+  with pytest.raises(ValueError, match="SampleRequest.sampler"):
+    family.check_request(SampleRequest(sampler="nope"))
+  with pytest.raises(ValueError, match="SampleRequest.labels.*unconditional"):
+    family.check_request(SampleRequest(labels=np.zeros(4, np.int32)))
 
 
 def test_bad_sampler_name_at_sample_time(trained):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import trainer
+from experiments.families.protocol import SampleRequest
 
 CASES = [("ddpm_digits", "runlocal=true,cond=true,guidance=2.0"),
          pytest.param("cfm_digits", "runlocal=true,cond=true,guidance=2.0", marks=pytest.mark.slow),
@@ -36,10 +37,10 @@ def test_clipped_diffusion_samples_stay_in_the_pixel_range(clip):
   params = run.family.init(run.keys["init"])
   x, _ = run.family.sample(params, run.keys["sample"], 8)
   assert np.all(np.isfinite(x)) and np.abs(np.asarray(x)).max() <= 1.0 + 0.02
-  raw, _ = run.family.sample(params, run.keys["sample"], 8, clip_x0="none")
+  raw, _ = run.family.sample(params, run.keys["sample"], 8, SampleRequest(clip_x0="none"))
   assert np.abs(np.asarray(raw)).max() > 2.0
   with pytest.raises(ValueError, match="clip_x0"):
-    run.family.sample(params, run.keys["sample"], 8, clip_x0="sometimes")
+    run.family.sample(params, run.keys["sample"], 8, SampleRequest(clip_x0="sometimes"))
 
 
 def test_labels_are_refused_by_an_unconditional_model():
@@ -47,4 +48,4 @@ def test_labels_are_refused_by_an_unconditional_model():
   run = trainer.build(config)
   params = run.family.init(run.keys["init"])
   with pytest.raises(ValueError, match="labels"):
-    run.family.sample(params, run.keys["sample"], 4, labels=np.zeros(4, np.int32))
+    run.family.sample(params, run.keys["sample"], 4, SampleRequest(labels=np.zeros(4, np.int32)))

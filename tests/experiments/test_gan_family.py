@@ -6,7 +6,9 @@ import pytest
 
 from configs import gan_toy, wgan_gp_toy
 from experiments import trainer
+from experiments.data import make_dataset
 from experiments.families.gan import GAN
+from experiments.families.protocol import SampleRequest
 from research.losses import gan as gan_losses
 
 
@@ -49,12 +51,12 @@ def test_wgan_train_step_updates_both_players_and_clips_the_critic_after_each_up
 @pytest.mark.parametrize("loss", ["minimax", "non_saturating"])
 def test_js_gan_losses_match_the_formulas_and_sample_is_one_evaluation(loss):
   c = _tiny(gan_toy, f"loss={loss}")
-  family = GAN(c)
+  family = GAN(c, make_dataset(c.data))
   params = family.init(jax.random.key(0))
   batch = jax.random.normal(jax.random.key(1), (16, 2))
   key = jax.random.key(2)
-  d_loss, d_metrics = family.critic_loss(params, batch, key)
-  g_loss, _ = family.generator_loss(params, batch, key)
+  d_loss, d_metrics = family.critic_loss(params, batch, key, 0)
+  g_loss, _ = family.generator_loss(params, batch, key, 0)
   fake = family.generate(params["generator"], jax.random.split(key)[0], 16)
   real_out, fake_out = family._critic(params["critic"], batch), family._critic(params["critic"], fake)
   np.testing.assert_allclose(d_loss, gan_losses.discriminator_loss(real_out, fake_out), rtol=1e-5)
@@ -63,6 +65,26 @@ def test_js_gan_losses_match_the_formulas_and_sample_is_one_evaluation(loss):
   assert 0 < float(d_metrics["real_prob"]) < 1
   x, stats = family.sample(params, key, 7)
   assert x.shape == (7, 2) and stats == {"nfe": 1}
+
+
+@pytest.mark.parametrize("request_, match", [
+    (SampleRequest(num_steps=10),
+     r"the gan family cannot honour SampleRequest.num_steps=10 \(it samples in one generator pass\)"),
+    (SampleRequest(sampler="ddim"), "SampleRequest.sampler='ddim'"),
+    (SampleRequest(options="eta=0.5"), "SampleRequest.options='eta=0.5'"),
+    (SampleRequest(labels=np.zeros(4, np.int32)), "SampleRequest.labels.*unconditional"),
+    (SampleRequest(guidance_scale=3.0), "SampleRequest.guidance_scale=3.0"),
+    (SampleRequest(clip_x0="static"), "SampleRequest.clip_x0='static'"),
+])
+def test_requests_the_gan_cannot_honour_are_refused_before_sampling(request_, match):
+  c = _tiny(gan_toy)
+  family = GAN(c, make_dataset(c.data))
+  with pytest.raises(ValueError, match=match):
+    family.check_request(request_)
+  with pytest.raises(ValueError, match=match):
+    family.sample(family.init(jax.random.key(0)), jax.random.key(1), 4, request_)
+  family.check_request(None)
+  family.check_request(SampleRequest())
 
 
 @pytest.mark.parametrize("field, value, match", [

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from experiments import checkpoint, evaluation, sampling, trainer
+from experiments import run as run_lib
 from experiments.data import ToyDataset
-from experiments.families import flow_matching
 from tests.experiments.helpers import assert_trees_equal, tiny_config
 
 
@@ -52,8 +52,7 @@ class _HostDataset:
 def host_data(monkeypatch):
   def use(shift=0.0):
     ds = _HostDataset(shift)
-    monkeypatch.setattr(trainer, "make_dataset", lambda cfg: ds)
-    monkeypatch.setattr(flow_matching, "make_dataset", lambda cfg: ds)
+    monkeypatch.setattr(run_lib, "make_dataset", lambda cfg: ds)
     return ds
   monkeypatch.setattr(evaluation, "evaluate_run", lambda run, workdir, state, compile_s: {})
   return use

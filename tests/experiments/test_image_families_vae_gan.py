@@ -14,6 +14,7 @@ from experiments import trainer
 from experiments.data import make_dataset
 from experiments.families import vae as vae_family
 from experiments.families.gan import GAN
+from experiments.families.protocol import SampleRequest
 from experiments.families.vae import VAE
 from research.losses import gan as gan_losses
 
@@ -50,11 +51,11 @@ def test_conv_vae_runlocal_trains_on_digits_and_reports_image_metrics(tmp_path):
 
 def test_conv_vae_family_shapes_and_finite_loss():
   c = _runlocal(vae_conv_digits, "latent=2")
-  family = VAE(c)
+  family = VAE(c, make_dataset(c.data))
   params = jax.jit(family.init)(jax.random.key(0))
   assert "convs" in params["model"]["encoder"] and "ups" in params["model"]["decoder"]
   batch = family.dataset.sample(jax.random.key(1), 16)
-  loss, metrics = jax.jit(family.loss)(params, batch, jax.random.key(2))
+  loss, metrics = jax.jit(family.loss)(params, batch, jax.random.key(2), 0)
   assert np.isfinite(loss) and np.isclose(loss, -metrics["elbo"], rtol=1e-6)
   x, _ = family.sample(params, jax.random.key(3), 5)
   assert x.shape == (5, 8, 8, 1) and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
@@ -66,7 +67,7 @@ def _gaussian_digits_vae(**vae):
   c.vae.eval_k, c.vae.nll_k, c.vae.nll_chunk = (1, 5), 20, 10
   for k, v in vae.items():
     c.vae[k] = v
-  return VAE(c)
+  return VAE(c, make_dataset(c.data))
 
 
 def test_dequantised_gaussian_vae_reports_bits_per_dim_from_the_nll():
@@ -128,12 +129,12 @@ def test_dcgan_train_step_updates_both_players_with_finite_metrics():
 
 def test_conditional_dcgan_losses_use_the_real_labels_and_match_the_formula():
   c = _runlocal(wgan_gp_digits, "cond=true")
-  family = GAN(c)
+  family = GAN(c, make_dataset(c.data))
   assert family.conditional and family.num_classes == 10
   params = family.init(jax.random.key(0))
   x, y = make_dataset(c.data).sample_labeled(jax.random.key(1), 16)
   key = jax.random.key(2)
-  loss, metrics = jax.jit(family.critic_loss)(params, (x, y), key)
+  loss, metrics = jax.jit(family.critic_loss)(params, (x, y), key, 0)
   k_z, k_gp = jax.random.split(key)
   fake = family.generate(params["generator"], k_z, 16, y)
   f = lambda im: family._critic(params["critic"], im, y)  # noqa: E731
@@ -143,18 +144,20 @@ def test_conditional_dcgan_losses_use_the_real_labels_and_match_the_formula():
   np.testing.assert_allclose(metrics["w1_estimate"], jnp.mean(f(x)) - jnp.mean(f(fake)),
                              rtol=1e-4, atol=1e-5)
   # the labels matter: other labels give another critic loss
-  other, _ = family.critic_loss(params, (x, (y + 1) % 10), key)
+  other, _ = family.critic_loss(params, (x, (y + 1) % 10), key, 0)
   assert not np.isclose(float(other), float(loss))
-  g_loss, _ = family.generator_loss(params, (x, y), key)
+  g_loss, _ = family.generator_loss(params, (x, y), key, 0)
   np.testing.assert_allclose(g_loss, -jnp.mean(f(family.generate(params["generator"], key, 16, y))),
                              rtol=1e-5, atol=1e-6)
   samples, _ = family.sample(params, jax.random.key(3), 12)
   assert samples.shape == (12, 8, 8, 1)
   with pytest.raises(ValueError, match="labels"):
-    family.sample(params, jax.random.key(3), 12, labels=jnp.zeros((5,), jnp.int32))
-  uncond = GAN(_runlocal(wgan_gp_digits))
+    family.sample(params, jax.random.key(3), 12, SampleRequest(labels=jnp.zeros((5,), jnp.int32)))
+  uncond_config = _runlocal(wgan_gp_digits)
+  uncond = GAN(uncond_config, make_dataset(uncond_config.data))
   with pytest.raises(ValueError, match="labels"):
-    uncond.sample(uncond.init(jax.random.key(0)), jax.random.key(3), 4, labels=jnp.zeros(4, int))
+    uncond.sample(uncond.init(jax.random.key(0)), jax.random.key(3), 4,
+                  SampleRequest(labels=jnp.zeros(4, int)))
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -211,7 +214,8 @@ def test_paper_configs_build_their_networks_for_each_dataset(dataset, shape):
   assert (c.optim.lr, c.optim.schedule, c.optim.final_lr_fraction, c.optim.b1, c.optim.b2) == (
       2e-4, "linear", 0.0, 0.0, 0.9)
   assert c.optim_critic.to_dict() == c.optim.to_dict()
-  assert GAN(c).data_shape == VAE(vae_cifar10.get_config(f"dataset={dataset}")).data_shape == shape
+  v = vae_cifar10.get_config(f"dataset={dataset}")
+  assert GAN(c, make_dataset(c.data)).data_shape == VAE(v, make_dataset(v.data)).data_shape == shape
 
 
 def test_paper_config_arguments_are_checked():

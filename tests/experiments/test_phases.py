@@ -16,19 +16,21 @@ class TwoPlayer:
   def check_config(config):
     del config
 
-  def __init__(self, config):
-    del config
+  name, conditional, num_classes, data_shape = "two_player", False, 0, (2,)
+
+  def __init__(self, config, dataset):
+    del config, dataset
 
   def init(self, key):
     del key
     return {"a": jnp.zeros(()), "b": jnp.zeros(()), "frozen": jnp.zeros(())}
 
-  def _loss_a(self, params, batch, key):
-    del batch, key
+  def _loss_a(self, params, batch, key, step):
+    del batch, key, step
     return 0.5 * (params["a"] - 1.0) ** 2 + 0.0 * params["b"], {}
 
-  def _loss_b(self, params, batch, key):
-    del batch, key
+  def _loss_b(self, params, batch, key, step):
+    del batch, key, step
     return 0.5 * (params["b"] + 1.0) ** 2 + params["a"] * params["b"] * 0.0, {}
 
   def phases(self):
@@ -38,8 +40,13 @@ class TwoPlayer:
   def after_step(self, params, step):
     return {**params, "frozen": params["frozen"] + 1.0 + 0.0 * step}
 
-  def sample(self, params, key, n):
-    del key
+  loss = _loss_b
+
+  def check_request(self, request, n=None):
+    del request, n
+
+  def sample(self, params, key, n, request=None):
+    del key, request
     return jnp.zeros((n, 2)) + params["a"], {}
 
 

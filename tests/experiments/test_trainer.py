@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import checkpoint, logs, sampling, trainer
+from experiments import run as run_lib
 from tests.experiments.helpers import assert_trees_equal, tiny_config
 
 
@@ -85,7 +86,7 @@ def test_fsdp_rule_shards_params_and_matches_replicated(tmp_path):
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   bad_step = 13
-  real_make_dataset = trainer.make_dataset
+  real_make_dataset = run_lib.make_dataset
   seed_key = jax.random.fold_in(jax.random.key(0), trainer.TRAIN)
   poisoned = jax.random.key_data(trainer.update_keys(seed_key, bad_step, 0)[0])
 
@@ -98,7 +99,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tm
       hit = jnp.all(jax.random.key_data(key) == poisoned)
       return jnp.where(hit, jnp.nan, x)
 
-  monkeypatch.setattr(trainer, "make_dataset", lambda cfg: Poisoned(real_make_dataset(cfg)))
+  monkeypatch.setattr(run_lib, "make_dataset", lambda cfg: Poisoned(real_make_dataset(cfg)))
   with pytest.raises(trainer.NonFiniteLossError, match=f"step {bad_step}.*step 10"):
     trainer.train_and_evaluate(tiny_config(), str(tmp_path))
   manager = checkpoint.make_manager(str(tmp_path), every=10, async_save=False)

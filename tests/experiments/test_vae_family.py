@@ -9,6 +9,8 @@ import pytest
 
 from configs import vae_digits, vae_toy
 from experiments import logs, sampling, trainer
+from experiments.data import make_dataset
+from experiments.families.protocol import SampleRequest
 from experiments.families.vae import VAE
 
 
@@ -22,7 +24,7 @@ def _digits_config(arg="runlocal=true"):
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
-  # capacity on (C_max = 1 nat over 10 steps) so the frozen step counter is exercised
+  # capacity on (C_max = 1 nat over 10 steps) so the step passed to the loss is exercised
   c = _digits_config("runlocal=true,capacity=1.0,capacity_steps=10,gamma=10.0")
   workdir = tmp_path_factory.mktemp("vae")
   return workdir, trainer.train_and_evaluate(c, str(workdir))
@@ -47,29 +49,60 @@ def test_runlocal_digits_run_reports_finite_heldout_metrics_and_figures(digits_r
   assert all(os.path.getsize(p) > 1000 for p in summary["figures"])
 
 
-def test_capacity_ramp_reads_the_frozen_step_counter(digits_run):
+def test_capacity_ramp_reads_the_train_step(digits_run):
   workdir, _ = digits_run
   rows = [r for r in logs.read_metrics(workdir) if "loss" in r]
   # logged values are window means: C(s) = s / 10 for s in 0..4, 5..9, then 1
   np.testing.assert_allclose([r["capacity"] for r in rows], [0.2, 0.7, 1.0, 1.0], rtol=1e-5)
   assert {"elbo", "recon", "kl"} <= set(rows[0])
   run, state = sampling.load(str(workdir))
-  assert float(state["params"]["step"]) == 20.0                 # after_step's counter
-  x, stats = run.family.sample(state["ema_params"], jax.random.key(0), 6, sampler="sample")
+  assert set(state["params"]) == {"model"}                      # no step counter in params
+  x, stats = run.family.sample(state["ema_params"], jax.random.key(0), 6,
+                               SampleRequest(sampler="sample"))
   assert x.shape == (6, 8, 8, 1) and set(np.unique(x)) <= {0.0, 1.0} and stats == {}
-  with pytest.raises(ValueError, match="num_steps"):
-    run.family.sample(state["ema_params"], jax.random.key(0), 6, num_steps=3)
+  with pytest.raises(ValueError, match=r"the vae family cannot honour SampleRequest.num_steps=3"):
+    run.family.sample(state["ema_params"], jax.random.key(0), 6, SampleRequest(num_steps=3))
+
+
+def test_capacity_comes_from_the_step_argument():
+  c = _digits_config("runlocal=true,capacity=1.0,capacity_steps=10,gamma=10.0")
+  family = VAE(c, make_dataset(c.data))
+  params = family.init(jax.random.key(0))
+  batch = family.dataset.sample(jax.random.key(1), 8)
+  loss_fn = jax.jit(family.loss)
+  for step, capacity in ((0, 0.0), (4, 0.4), (10, 1.0), (50, 1.0)):
+    _, metrics = loss_fn(params, batch, jax.random.key(2), jnp.int32(step))
+    np.testing.assert_allclose(metrics["capacity"], capacity, rtol=1e-6)
+  assert not hasattr(family, "after_step")
+
+
+@pytest.mark.parametrize("request_, match", [
+    (SampleRequest(sampler="ddim"), r"SampleRequest.sampler='ddim' \(its samplers are"),
+    (SampleRequest(num_steps=10), r"SampleRequest.num_steps=10 \(it samples in one decoder pass"),
+    (SampleRequest(options={"eta": 0.5}), r"SampleRequest.options=\{'eta': 0.5\}"),
+    (SampleRequest(labels=np.zeros(4, np.int32)), "SampleRequest.labels"),
+    (SampleRequest(guidance_scale=2.0), "SampleRequest.guidance_scale=2.0"),
+    (SampleRequest(clip_x0="static"), "SampleRequest.clip_x0='static'"),
+])
+def test_requests_the_vae_cannot_honour_are_refused(request_, match):
+  c = vae_toy.get_config("runlocal=true")
+  family = VAE(c, make_dataset(c.data))
+  with pytest.raises(ValueError, match="the vae family cannot honour " + match):
+    family.check_request(request_)
+  with pytest.raises(ValueError, match="the vae family cannot honour " + match):
+    family.sample(family.init(jax.random.key(0)), jax.random.key(1), 4, request_)
+  family.check_request(SampleRequest(sampler="sample"))   # what it can honour passes
 
 
 def test_toy_family_loss_sample_and_evaluate_without_the_trainer():
   c = vae_toy.get_config("runlocal=true,k=4")
   c.vae.eval_k = (1, 5)
   c.vae.nll_k, c.vae.nll_chunk, c.vae.eval_num = 64, 32, 64
-  family = VAE(c)
+  family = VAE(c, make_dataset(c.data))
   params = jax.jit(family.init)(jax.random.key(0))
-  assert float(params["step"]) == 0.0 and "log_var" in params["model"]["decoder"]
+  assert set(params) == {"model"} and "log_var" in params["model"]["decoder"]
   batch = jax.jit(family.dataset.sample, static_argnums=1)(jax.random.key(1), 32)
-  loss, metrics = jax.jit(family.loss)(params, batch, jax.random.key(2))
+  loss, metrics = jax.jit(family.loss)(params, batch, jax.random.key(2), jnp.int32(0))
   assert np.isfinite(loss) and np.isclose(loss, -metrics["iwae_4"])
   x, _ = family.sample(params, jax.random.key(3), 10)
   assert x.shape == (10, 2)
@@ -77,7 +110,6 @@ def test_toy_family_loss_sample_and_evaluate_without_the_trainer():
   assert {"test_neg_elbo", "test_iwae_nll_1", "test_iwae_nll_5", "test_iwae_nll_64",
           "gaussian_baseline_nll"} <= set(out)
   assert all(np.isfinite(v) for v in out.values())
-  assert int(family.after_step(params, jnp.int32(6))["step"]) == 7
 
 
 @pytest.mark.parametrize("field, value, match", [
