@@ -41,6 +41,7 @@ from research.data import gmm, toy
 from research.diffusion import exact, samplers, schedules, steps
 from research.metrics import distances
 
+
 def is_stochastic(name: str, options: dict) -> bool:
   """Whether sampler `name` draws noise with these options (its registry entry says)."""
   return samplers.spec(name).is_stochastic(**options)
