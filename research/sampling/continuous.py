@@ -9,12 +9,13 @@ float32. Formulas (see docs/math.md, "Sampling primitives"):
 * Multivariate normal: x = mean + L z, cov = L L^T (Cholesky), z ~ N(0, I).
 
 Checks under ``jit``. A concrete invalid argument raises ``ValueError`` naming
-it. A traced one (under ``jit``/``vmap``/``checkify``) carries no value to test,
+it. A traced one (under ``jit``, ``vmap``, ``grad``) carries no value to test,
 so the output is NaN where it is invalid instead of a plausible sample: the
-invalid parameter is replaced by NaN with ``jnp.where`` before the formula, so
-NaN propagates and valid outputs are bitwise those of the unchecked formula;
-and the same condition is a ``checkify.debug_check``: a no-op unless
-the caller wraps with ``checkify.checkify(f, errors=checkify.user_checks)``, whose
+invalid parameter entries are replaced by NaN with ``jnp.where`` before the
+formula, NaN propagates, and valid outputs are bitwise those of the unchecked
+formula. The same condition is a ``checkify.debug_check``: a no-op unless the
+caller wraps with ``checkify.checkify(f, errors=checkify.user_checks)`` and
+jits (unjitted, checkify runs f on concrete values, which raise), and the
 error then names the argument (docs/library.md, "Checks under jit"):
 
 * ``uniform``: low < high elementwise; invalid entries NaN.

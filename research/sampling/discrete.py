@@ -19,7 +19,8 @@ Checks under ``jit``. The hyper-parameters (k, p, temperature, tau) and
 (Python numbers or concrete arrays); they must be scalars even when traced (the
 shape is known at trace time). A traced value carries no value to test, so an
 invalid one gives an output that cannot pass for a sample, computed with
-``jnp.where`` so valid outputs are bitwise those of the unchecked formulas:
+``jnp.where`` (on the parameter, T or tau -> NaN, or on the output) so valid
+outputs are bitwise those of the unchecked formulas:
 
 * float outputs (``apply_temperature``, ``top_k_filter``, ``top_p_filter``,
   ``gumbel_softmax``) are all NaN;
@@ -28,8 +29,9 @@ invalid one gives an output that cannot pass for a sample, computed with
   negative or NaN entry or with |sum_k p_k - 1| > 1e-5, the sum taken in float32).
 
 The same conditions are ``checkify.debug_check`` calls: no-ops unless the
-caller wraps with ``checkify.checkify(f, errors=checkify.user_checks)``, whose
-error names the argument (docs/library.md, "Checks under jit").
+caller wraps with ``checkify.checkify(f, errors=checkify.user_checks)`` and
+jits (unjitted, checkify runs f on concrete values, which raise); the error
+names the function and the argument (docs/library.md, "Checks under jit").
 """
 import numbers
 

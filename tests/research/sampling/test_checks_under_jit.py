@@ -291,3 +291,10 @@ def test_montecarlo_n_is_static():
     jax.jit(lambda n: M.mc_estimate(k(0), lambda z: z, sampler, n))(10)
   with pytest.raises(ValueError, match="n must be a Python int"):
     jax.jit(lambda n: M.reparam_gradient(k(0), lambda z: z ** 2, 0., 0., n))(10)
+
+
+def test_checkify_without_jit_sees_concrete_values_and_raises():
+  # Unjitted, checkify runs the function on concrete values: ValueError.
+  with pytest.raises(ValueError, match="temperature"):
+    checkify.checkify(lambda t: D.apply_temperature(LOGITS, t),
+                      errors=checkify.user_checks)(-1.0)
