@@ -216,3 +216,43 @@ def test_vmap_adaptive_over_initial_conditions():
   chex.assert_shape(nfe, (4,))
   np.testing.assert_allclose(x1[:, 0], nonlinear_exact(NL_X0[0], 1.0), atol=1e-5)
   assert bool(jnp.all(nfe > 0))
+
+
+def test_solver_registry_uses_the_shared_spec():
+  from research import registry
+  assert ode.NAMES == ode.REGISTRY.names() == ode.SOLVERS
+  assert ode.FIXED_STEP_METHODS == ("euler", "midpoint", "heun", "rk4")
+  for name in ode.FIXED_STEP_METHODS:
+    spec = ode.spec(name)
+    assert isinstance(spec, registry.SamplerSpec) and spec.kind == "solver"
+    assert spec.takes_num_steps and spec.count_nfe(3) == ode.nfe(name, 3)
+    assert ode.get(name) is ode.get_solver(name) is spec.fn
+  dopri = ode.spec("dopri5")
+  assert not dopri.takes_num_steps and dopri.count_nfe(None) is None
+  assert {"rtol", "atol", "max_steps", "dt0"} <= set(dopri.option_names)
+  assert ode.get("dopri5") is ode.solve_adaptive
+  assert dopri.parse_options("rtol=1e-4,max_steps=100") == {"rtol": 1e-4, "max_steps": 100}
+  with pytest.raises(ValueError, match="unknown option 'num_steps' for solver 'dopri5'"):
+    dopri.check_options({"num_steps": 4})
+  with pytest.raises(ValueError, match="max_steps"):
+    ode.solve_adaptive(linear_fn, jnp.asarray(X0), max_steps=0)
+  with pytest.raises(ValueError, match="unknown solver name"):
+    ode.spec("rk45")
+
+
+def test_a_new_fixed_step_method_is_one_registration():
+  @ode.fixed_step_method("ralston_for_test", 2)
+  def ralston(velocity_fn, x, t, h):
+    k1 = velocity_fn(x, t)
+    k2 = velocity_fn(x + 2 * h / 3 * k1, t + 2 * h / 3)
+    return x + h * (k1 / 4 + 3 * k2 / 4)
+
+  try:
+    assert "ralston_for_test" in ode.FIXED_STEP_METHODS and ode.nfe("ralston_for_test", 4) == 8
+    x1, n = ode.get_solver("ralston_for_test")(linear_fn, jnp.asarray(X0, jnp.float32),
+                                               num_steps=32)
+    exact = ode.solve(linear_fn, jnp.asarray(X0, jnp.float32), num_steps=32, method="rk4")
+    assert int(n) == 64 and float(jnp.max(jnp.abs(x1 - exact))) < 5e-3   # second order
+  finally:
+    ode.REGISTRY.remove("ralston_for_test")
+  assert "ralston_for_test" not in ode.NAMES
