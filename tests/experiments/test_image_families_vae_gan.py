@@ -204,7 +204,7 @@ def test_paper_configs_build_their_networks_for_each_dataset(dataset, shape):
       c = module.get_config(arg)
       family = (GAN if c.family == "gan" else VAE)
       family.check_config(c)
-      params = jax.eval_shape(family(c).init, jax.random.key(0))
+      params = jax.eval_shape(family(c, make_dataset(c.data)).init, jax.random.key(0))
       assert jax.tree.leaves(params)
       if "runlocal" in arg:
         assert c.train.batch_size % 8 == 0 and c.train.num_steps == 2
