@@ -32,6 +32,7 @@ from research.diffusion import consistency, karras, stochastic  # noqa: F401  (r
 from research.diffusion.adapters import batch_time, predict, predict_x0_eps
 from research.diffusion.adapters import check_prediction
 from research.diffusion.contract import REGISTRY, check_x, per_example_normal, register
+from research.diffusion import grid as grid_lib
 from research.diffusion.ddpm_ddim import DDIM_SPACING, ddim, ddim_nfe, ddpm, ddpm_nfe
 from research.diffusion.grid import (DEFAULT_SPACING, StepGrid, array_module, check_num_steps,
                                      check_timesteps, default_t_end, is_concrete,
@@ -84,5 +85,4 @@ def parse_options(name: str, options: str | Mapping) -> dict:
 
 def grid_for(name: str, schedule, num_steps: int, **options) -> StepGrid:
   """The StepGrid that sampler `name` builds for these options (pass it back as grid=)."""
-  from research.diffusion import grid as grid_lib
   return grid_lib.for_spec(REGISTRY.spec(name), schedule, num_steps, **options)

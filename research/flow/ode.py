@@ -156,6 +156,14 @@ def _fixed_spec(method):
   return REGISTRY.spec(method)
 
 
+def _state_and_times(x0, t0, t1):
+  """x0 as a float array and t0, t1 as scalars of its dtype; ValueError naming x0."""
+  x0 = jnp.asarray(x0)
+  if not jnp.issubdtype(x0.dtype, jnp.floating):
+    raise ValueError(f"x0 must be a float array, got dtype {x0.dtype}")
+  return x0, jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
+
+
 def _check_num_steps(num_steps):
   registry.check_int("num_steps", num_steps, minimum=1)
 
@@ -191,12 +199,8 @@ def solve(velocity_fn, x0, *, num_steps, method="euler", t0=0.0, t1=1.0,
   """
   step = _fixed_spec(method).fn.step
   _check_num_steps(num_steps)
-  x0 = jnp.asarray(x0)
-  if not jnp.issubdtype(x0.dtype, jnp.floating):
-    raise ValueError(f"x0 must be a float array, got dtype {x0.dtype}")
+  x0, t0, t1 = _state_and_times(x0, t0, t1)
   dtype = x0.dtype
-  t0 = jnp.asarray(t0, dtype)
-  t1 = jnp.asarray(t1, dtype)
   span = t1 - t0
 
   def body(x, n):
@@ -248,12 +252,8 @@ def solve_adaptive(velocity_fn, x0, *, rtol=1e-5, atol=1e-5, t0=0.0, t1=1.0,
   rtol or atol <= 0 or max_steps < 1.
   """
   REGISTRY.spec("dopri5").check_options(dict(rtol=rtol, atol=atol, max_steps=max_steps))
-  x0 = jnp.asarray(x0)
-  if not jnp.issubdtype(x0.dtype, jnp.floating):
-    raise ValueError(f"x0 must be a float array, got dtype {x0.dtype}")
+  x0, t0, t1 = _state_and_times(x0, t0, t1)
   dtype = x0.dtype
-  t0 = jnp.asarray(t0, dtype)
-  t1 = jnp.asarray(t1, dtype)
   if dt0 is None:
     dt0 = (t1 - t0) / 100
   term = diffrax.ODETerm(lambda t, x, args: velocity_fn(x, t))
