@@ -6,7 +6,6 @@ train steps), warmup, sample_steps (DDIM network calls per image), repeats (time
 batches), torch (run the PyTorch peer when installed), quick (a tiny 8x8 setting for tests).
 Digits scale by default: 16x16x1 and 32x32x1, 32 channels, batch 64. The same config runs
 on a GPU (raise batch and sizes there, e.g. sizes=32-64,channels=128,batch=128,steps=50).
-About 6 minutes on 2 CPU cores at the defaults (the PyTorch peer takes most of it).
 """
 
 import ml_collections

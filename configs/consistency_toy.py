@@ -15,9 +15,9 @@ the toy sets have a per-coordinate std of ~1-1.5, so sigma_data = 1.0 by default
 gradient clipping (iCT's weights 1/(s_{n+1} - s_n) reach ~1e3 at small sigma; Adam is
 invariant to that scale, a clip at 1 would not be). Original CT's EMA target (mu0 = 0.9,
 mu(k) -> 0.9986) propagates consistency from low to high noise slowly: on moons its
-one-step samples collapse towards the data mean after 6k steps (W2 1.68; 0.49 after 20k,
-iCT ~0.3), as iCT reports (the target should be theta- = stop_gradient(theta)); use
-mode=ict for short runs. (sigma_data 0.5 vs 1.0 measured the same within noise on moons.)
+one-step samples collapse towards the data mean in short runs, as iCT reports (the
+target should be theta- = stop_gradient(theta)); use mode=ict for short runs
+(docs/consistency.md has the measurements).
 """
 
 from configs.common import base_config, parse_arg

@@ -8,7 +8,7 @@ sampler (any research.diffusion.samplers name), sample_steps, steps, batch, lr,
 runlocal (a few steps of a tiny model, for tests).
 
 Default: DDPM's linear betas 1e-4..0.02 with T = 1000, eps-prediction and L_simple,
-8000 steps of batch 256 (about a minute on 2 CPU cores), evaluated with the original
+8000 steps of batch 256, evaluated with the original
 ancestral sampler over all 1000 steps. Fast alternatives at launch.sample time:
 `--sampler=dpm_solver++ --num_steps=10` (or 25), `--sampler=ddim --num_steps=50`.
 """

@@ -11,9 +11,8 @@ research/nets/conv_vae.py: encoder 8x8x1 -> 4x4xc -> 2x2x2c -> (mu, log_var), c 
 decoder the mirror image with transposed convolutions; pixels in [0, 1]
 (the Bernoulli likelihood needs the unit pixel range). Samples are decoded prior
 draws (Bernoulli means); evaluation adds Fréchet distance / precision / recall
-against the 297 held-out digits. About 2 minutes on 2 free CPU cores (4000 steps of
-batch 128 at ~18 ms; wider nets hit a slow XLA CPU path for transposed convolutions at
-2x2, e.g. channels=32 is ~6x slower per step). config.vae.hidden (from vae_digits) is unused.
+against the 297 held-out digits; 4000 steps of batch 128 (wider nets hit a slow XLA CPU
+path for transposed convolutions at 2x2). config.vae.hidden (from vae_digits) is unused.
 """
 
 from configs import vae_digits

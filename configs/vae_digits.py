@@ -6,7 +6,7 @@ Arguments: latent (latent dimension; 2 gives the latent-space figures), beta
 capacity_steps, Burgess et al. 2018), k (IWAE samples in training, 1 = ELBO),
 kl (analytic | mc), binary (digits_binary vs grey-scale digits), hidden (MLP
 width, two layers), steps, batch, runlocal (a few steps, for tests).
-About a minute on 2 CPU cores at the defaults (4000 steps of batch 128).
+Defaults: 4000 steps of batch 128.
 """
 
 from configs.common import base_config, parse_arg, product, sweep_arg

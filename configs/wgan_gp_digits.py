@@ -10,9 +10,8 @@ for both players (their MNIST / CIFAR DCGAN setting), no normalisation in the cr
 (research/nets/dcgan.py, norm "none"); the generator uses per-example layer norm where
 the paper has batch norm. Data in [-1, 1] (the generator ends in tanh). Evaluation
 uses the generator's EMA (decay 0.999) and 297 samples, the size of the held-out
-split that the Fréchet distance / precision / recall compare against. About 3-4
-minutes on 2 (shared) CPU cores at the defaults (8000 generator iterations of batch 64,
-each with 5 critic updates).
+split that the Fréchet distance / precision / recall compare against. Defaults: 8000
+generator iterations of batch 64, each with 5 critic updates.
 """
 
 from configs import images

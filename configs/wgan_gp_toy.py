@@ -3,8 +3,8 @@
 Usage: --config=configs/wgan_gp_toy.py:dataset=ring8,steps=3000
 The paper's setting: lambda = 10, n_critic = 5, Adam(b1 = 0.5, b2 = 0.9) for both
 players, no batch norm in the critic (LeakyReLU MLP). The paper uses lr 1e-4;
-on these toy sets we default to lr 1e-3 so a run covers ring8 within a couple
-of CPU minutes (pass lr=1e-4,critic_lr=1e-4 for the paper's value).
+on these toy sets we default to lr 1e-3 so a short run covers ring8 (pass
+lr=1e-4,critic_lr=1e-4 for the paper's value).
 Arguments: dataset, n_critic, gp_lambda, lr, critic_lr, steps, batch, runlocal.
 """
 

@@ -17,9 +17,8 @@ Bringing images to 8x8 (`to_digits_resolution`): the project's digits16 and
 digits32 are bilinear upsamplings U of the 8x8 digits (experiments/data.py), so
 an S x S sample y is mapped to the 8x8 image x minimising ||U x - y||^2, i.e.
 x = P y P^T with P = pinv(U_1d) (U is separable). This recovers the original
-digits exactly (test accuracy unchanged), where area-averaging loses 3.4 points
-of accuracy and anti-aliased bilinear downsampling 11 (measured on the 297 test
-digits at 16x16). Zero-padded layouts (digits_pad16) use fit="center_crop".
+digits exactly (test accuracy unchanged), where area-averaging and anti-aliased
+bilinear downsampling lose accuracy (docs/images.md). Zero-padded layouts (digits_pad16) use fit="center_crop".
 
 Inception FID (`inception_fid`): pool3 features of research/nets/inception.py
 with weights from a local .npz file (none can be downloaded here); see

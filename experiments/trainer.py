@@ -99,7 +99,7 @@ def make_train_step(run: Run):
         return (params, opt_state), {**aux, "loss": loss, "grad_norm": optax.tree.norm(grads)}
 
       # A Python loop, not lax.scan: XLA:CPU runs convolution gradients inside a while
-      # loop ~14x slower (U-Net digits step 2.4 s -> 0.17 s); repeats are small (<= ~5).
+      # loop much slower; repeats are small (<= ~5).
       carry, outs = (params, opt_states[phase.name]), []
       for r in range(phase.repeats):
         carry, out = update(carry, r)
