@@ -21,8 +21,8 @@ config.diffusion.prediction ("eps", "x0", "v" or "score"):
 Class-conditional models (config.model.num_classes = K > 0, U-Net only) train on
 (x, y) batches with each label replaced by the null label K with probability
 config.model.label_dropout, and sample with classifier-free guidance (Ho &
-Salimans 2022) at config.sample.guidance_scale (or the `guidance_scale`
-argument): out = out_null + w (out_y - out_null); w = 1 is the plain
+Salimans 2022) at config.sample.guidance_scale (or SampleRequest.guidance_scale):
+out = out_null + w (out_y - out_null); w = 1 is the plain
 conditional model.
 
 Training: research.losses.diffusion.diffusion_loss. Sampling: x_T =

@@ -21,7 +21,7 @@ Networks (config.model.kind):
     embedding in G, projection critic, Miyato & Koyama 2018): the trainer then
     passes (x, y) batches, fakes in a critic or generator update are drawn for the
     real batch's labels y (so classes keep the data's frequencies), and `sample`
-    takes `labels` (default 0, 1, ..., K-1, 0, ...).
+    takes SampleRequest.labels (default 0, 1, ..., K-1, 0, ...).
 
 Samples are G(z), z ~ N(0, I_latent_dim): one network evaluation (nfe = 1). The
 trainer evaluates the EMA of the parameters (config.ema_decay; only the
