@@ -14,6 +14,7 @@ import signal
 import threading
 
 import jax
+from absl import logging
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as keep_lib
 from orbax.checkpoint.checkpoint_managers import save_decision_policy as save_lib
@@ -74,6 +75,63 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = N
   out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                       meta=ocp.args.JsonRestore()))
   return out["state"], out["meta"]
+
+
+CORRUPT_PREFIX = "corrupt_"
+
+
+class NoGoodCheckpointError(ValueError):
+  """Every checkpoint of a non-empty checkpoint directory failed to restore."""
+
+
+def move_aside(directory: str, step: int) -> str:
+  """Rename checkpoint `step` to corrupt_<step> (never deleted; not a step for the manager)."""
+  source = os.path.join(directory, str(step))
+  target = os.path.join(directory, f"{CORRUPT_PREFIX}{step}")
+  suffix = 1
+  while os.path.exists(target):
+    target = os.path.join(directory, f"{CORRUPT_PREFIX}{step}.{suffix}")
+    suffix += 1
+  os.rename(source, target)
+  return target
+
+
+def restore_latest_good(make_manager_fn, abstract_state, *, host_data: bool = False):
+  """(manager, state, data_state, skipped) from the newest checkpoint that restores.
+
+  Tries the latest step; if it fails to restore (a truncated file, an empty or
+  half-copied step directory), logs why, moves the directory aside to
+  checkpoints/corrupt_<step>/ and tries the next older one with a fresh manager.
+  Returns state None when the directory holds no checkpoint at all; raises
+  NoGoodCheckpointError when it held some and none restored (never a silent
+  start from step 0). skipped lists (step, reason, moved_to).
+  """
+  manager, skipped = make_manager_fn(), []
+  while (step := manager.latest_step()) is not None:
+    try:
+      state, _ = restore(manager, abstract_state, step)
+      data_state = restore_data_state(manager, step) if host_data else None
+      for old, reason, moved in skipped:
+        logging.warning("checkpoint step %d could not be restored (%s); moved aside to %s; "
+                        "resumed from step %d", old, reason, moved, step)
+      return manager, state, data_state, skipped
+    except Exception as e:  # orbax raises many types for damaged files  # noqa: BLE001
+      reason = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+      directory = str(manager.directory)
+      manager.close()
+      moved = move_aside(directory, step)
+      logging.warning("checkpoint step %d could not be restored (%s); moved aside to %s",
+                      step, reason, moved)
+      skipped.append((step, reason, moved))
+      manager = make_manager_fn()
+  if skipped:
+    manager.close()
+    steps = ", ".join(str(s) for s, _, _ in skipped)
+    raise NoGoodCheckpointError(
+        f"no checkpoint in {manager.directory} could be restored (steps {steps} moved aside to "
+        f"{CORRUPT_PREFIX}<step>: {skipped[0][1]}); refusing to start from step 0 over them: "
+        f"relaunch with --reset to start over")
+  return manager, None, None, skipped
 
 
 class PreemptionFlag:

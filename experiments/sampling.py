@@ -1,46 +1,149 @@
-"""Sampling from a trained workdir: restore the latest EMA params and draw samples."""
+"""Sampling and re-evaluation of a trained workdir (what launch.sample / launch.evaluate run).
+
+`prepare` does every check a user can fail (the workdir, its config, the request
+against the family and the sampler registry, the replica, a checkpoint to read)
+and restores the checkpoint, compiling nothing; `sample_to_file` and
+`evaluate_to_file` then do the work. Reading is safe while a training process
+holds the workdir: orbax publishes a checkpoint by renaming a finished temporary
+directory, so the newest listed step is complete; a step that still fails to read
+is skipped for the next older one (a reader never moves or deletes anything).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
 import jax
 import numpy as np
+from absl import logging
 
-from experiments import checkpoint, configuration, trainer
+from experiments import checkpoint, configuration, evaluation
+from experiments import run as run_lib
+from experiments import workdir as workdir_lib
+from experiments.families.protocol import SampleRequest
+
+
+@dataclasses.dataclass
+class Job:
+  """A restored workdir and a checked request, ready to sample or evaluate."""
+  workdir: str
+  run: run_lib.Run
+  state: dict
+  request: SampleRequest
+  replica: int = 0
+
+  @property
+  def step(self) -> int:
+    return run_lib.current_step(self.state)
+
+
+def _config(workdir: str):
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"workdir {workdir} does not exist or is not a directory")
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    raise FileNotFoundError(f"{workdir} is not a training workdir (no config.json)")
+  return configuration.load_json(workdir)
+
+
+def restore_readonly(workdir: str, run: run_lib.Run, step: int | None = None) -> dict:
+  """The newest checkpoint that restores (or `step`), without changing the workdir."""
+  manager = checkpoint.make_manager(workdir, every=run.config.train.checkpoint_every,
+                                    async_save=False)
+  try:
+    steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint to read under {os.path.join(workdir, 'checkpoints')}"
+                              f" (train first: python -m launch.train ... --workdir={workdir})")
+    errors = []
+    for s in steps:
+      try:
+        return checkpoint.restore(manager, run.abstract_state, s)[0]
+      except Exception as e:  # a damaged step: try the next older one  # noqa: BLE001
+        errors.append(f"step {s}: {type(e).__name__}")
+        logging.warning("checkpoint step %d of %s cannot be read (%s); trying an older one",
+                        s, workdir, e)
+    raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints can be read "
+                            f"({'; '.join(errors)})")
+  finally:
+    manager.close()
+
+
+def prepare(workdir: str, request: SampleRequest | None, *, replica: int = 0,
+            num_samples: int | None = None, run: run_lib.Run | None = None) -> Job:
+  """Check everything a user can get wrong, then restore; ValueError / OSError name the problem."""
+  if run is None:
+    run = run_lib.build(_config(workdir))
+  request = SampleRequest.of(request)
+  if isinstance(replica, bool) or not isinstance(replica, int) or not 0 <= replica < run.num_seeds:
+    raise ValueError(f"replica must be in [0, {run.num_seeds}) for this run, got {replica!r}")
+  run_lib.check_request(run, request, num_samples)
+  state = restore_readonly(workdir, run)
+  return Job(workdir, run, state, request, replica)
 
 
 def load(workdir: str, step: int | None = None):
-  """(run, state) restored from workdir's config.json and its latest (or given) checkpoint."""
-  config = configuration.load_json(workdir)
-  run = trainer.build(config)
-  manager = checkpoint.make_manager(workdir, every=config.train.checkpoint_every, async_save=False)
-  try:
-    if manager.latest_step() is None:
-      raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints")
-    state, _ = checkpoint.restore(manager, run.abstract_state, step)
-  finally:
-    manager.close()
-  return run, state
+  """(run, state) of a workdir: its config and its latest (or given) checkpoint."""
+  run = run_lib.build(_config(workdir))
+  return run, restore_readonly(workdir, run, step)
 
 
-def sample_to_file(workdir: str, out: str, *, num_samples: int, seed: int = 0,
-                   sampler: str | None = None, num_steps: int | None = None,
-                   replica: int = 0) -> dict:
-  """Sample the workdir's EMA params (replica `replica` of a num_seeds run) into an .npy file."""
-  if num_samples < 1:
-    raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-  run, state = load(workdir)
-  if not 0 <= replica < run.num_seeds:
-    raise ValueError(f"replica must be in [0, {run.num_seeds}), got {replica}")
-  options = {k: v for k, v in (("sampler", sampler), ("num_steps", num_steps)) if v is not None}
+def sample_to_file(job: Job | str, out: str, *, num_samples: int, seed: int = 0,
+                   replica: int = 0, **request_fields) -> dict:
+  """Sample the job's EMA params into the .npy file `out`; returns a JSON-able summary.
+
+  job: a prepared Job, or a workdir path with the SampleRequest fields as keywords.
+  """
+  if isinstance(job, str):
+    job = prepare(job, SampleRequest.of(None, **request_fields), replica=replica,
+                  num_samples=num_samples)
+  elif request_fields:
+    raise ValueError(f"request fields {sorted(request_fields)} go into prepare(), not with a Job")
   t0 = time.perf_counter()
-  params = trainer.replica_params(run, state["ema_params"], replica)
-  x, stats = trainer.sample(run, params, num_samples, seed_offset=seed, replica=replica, **options)
+  params = run_lib.replica_params(job.run, job.state["ema_params"], job.replica)
+  x, stats = run_lib.sample(job.run, params, num_samples, job.request, seed_offset=seed,
+                            replica=job.replica)
   x = np.asarray(jax.block_until_ready(x))
   seconds = time.perf_counter() - t0
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  np.save(out, x)
-  return {"out": out, "shape": list(x.shape), "step": trainer.current_step(state), "seconds": seconds,
-          **{k: (np.asarray(v).tolist()) for k, v in stats.items()}}
+  path = os.path.abspath(out if out.endswith(".npy") else out + ".npy")  # np.save's rule
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  np.save(path, x)
+  return {"out": path, "shape": list(x.shape), "step": job.step, "seconds": seconds,
+          **{k: np.asarray(v).tolist() for k, v in stats.items()}}
+
+
+def eval_filename(run: run_lib.Run, request: SampleRequest) -> str:
+  """eval_<sampler>_<num_steps>.json; eval_<sampler>.json for an adaptive solver (it picks
+  its own steps); eval_default.json for a family without samplers (GAN, VAE)."""
+  sample = run.config.get("sample", None)
+  sampler = request.sampler or (sample.get("sampler") if sample is not None else None)
+  if not sampler:
+    return "eval_default.json"
+  adaptive = False
+  if run.config.family == "flow_matching":
+    from research.flow import ode
+    adaptive = not ode.spec(sampler).takes_num_steps
+  if adaptive:
+    return f"eval_{sampler}.json"
+  return f"eval_{sampler}_{request.num_steps or sample.num_steps}.json"
+
+
+def evaluate_to_file(job: Job, *, num_samples: int | None = None) -> dict:
+  """Evaluate the job's EMA params with its request (every replica) into
+  WORKDIR/eval_<sampler>_<num_steps>.json; eval.json and metrics.jsonl are not touched."""
+  run = job.run
+  if num_samples is not None:
+    with run.config.unlocked():
+      run.config.eval.num_samples = int(num_samples)
+  summary = evaluation.evaluate(run, job.state, job.request)
+  summary["options"] = {k: v for k, v in dict(job.request.given()).items() if k != "labels"}
+  path = os.path.join(job.workdir, eval_filename(run, job.request))
+  if jax.process_index() == 0:
+    workdir_lib.atomic_write_json(path, summary, default=_plain)
+  return {"out": path, **summary}
+
+
+def _plain(value):
+  value = np.asarray(value)
+  return value.item() if value.ndim == 0 else value.tolist()

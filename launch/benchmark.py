@@ -5,7 +5,7 @@ Prints a table and writes DIR/<name>.json (default DIR: benchmarks/results).
 
 import importlib
 
-from absl import app, flags
+from absl import flags
 
 from launch import common
 from ml_collections import config_flags
@@ -33,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -1,9 +1,125 @@
-"""Shared launcher setup."""
+"""Shared launcher setup: quiet logging, one-line user errors, flag parsing helpers.
 
-from absl import flags, logging
+Every launcher ends with `common.run(main)` instead of `app.run(main)`. The errors a
+user causes (a bad config field, flag value, workdir or a missing checkpoint) are
+raised as `UserError` (or `ValueError` / `OSError` inside a `user_errors()` block,
+which marks the code that only checks input) and reach the terminal as one line
+
+    error: <message>
+
+with exit status 2 and no traceback. Anything else keeps its traceback: it is a bug
+or a failure of the computation, not of the input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+
+from absl import app, flags, logging
+
+USER_ERROR_STATUS = 2
+
+
+class UserError(Exception):
+  """An error in what the user asked for; reported as one line, exit status 2."""
 
 
 def quiet_logging() -> None:
   """WARNING-level absl logs unless --verbosity was given (orbax logs every save at INFO)."""
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+
+
+@contextlib.contextmanager
+def user_errors():
+  """Inside this block, ValueError / OSError (input checks, workdir access) are user errors."""
+  try:
+    yield
+  except UserError:
+    raise
+  except (ValueError, OSError) as e:
+    raise UserError(_message(e)) from e
+
+
+def _message(error: BaseException) -> str:
+  text = str(error) or type(error).__name__
+  if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+    text = f"{text}: {error.filename}"
+  return " ".join(text.split())  # one line
+
+
+def report_user_errors(main):
+  """main wrapped so that a UserError prints `error: ...` to stderr and exits with status 2."""
+
+  @functools.wraps(main)
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except UserError as e:
+      print(f"error: {_message(e)}", file=sys.stderr, flush=True)
+      sys.exit(USER_ERROR_STATUS)
+
+  return wrapped
+
+
+def run(main) -> None:
+  """app.run(main) with one-line user errors."""
+  app.run(report_user_errors(main))
+
+
+def parse_options(text: str | None) -> dict[str, str]:
+  """'k1=v1,k2=v2' -> {"k1": "v1", "k2": "v2"} (values stay strings: the sampler's
+  registry entry types and checks them). Raises UserError for a malformed item."""
+  out: dict[str, str] = {}
+  for item in filter(None, (text or "").split(",")):
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+      raise UserError(f"--options items must look like key=value, got {item!r}")
+    if key in out:
+      raise UserError(f"--options gives {key!r} twice")
+    out[key] = value.strip()
+  return out
+
+
+def parse_labels(text: str | None, n: int) -> list[int] | None:
+  """--labels: one int (every sample gets it) or n comma-separated ints; None if not given."""
+  if text is None or text == "":
+    return None
+  try:
+    labels = [int(v) for v in text.split(",")]
+  except ValueError:
+    raise UserError(f"--labels must be integers separated by commas, got {text!r}") from None
+  if len(labels) == 1:
+    return labels * n
+  if len(labels) != n:
+    raise UserError(f"--labels must give one label or num_samples={n} labels, got {len(labels)}")
+  return labels
+
+
+def define_request_flags() -> None:
+  """The flags of a SampleRequest, shared by launch.sample and launch.evaluate."""
+  flags.DEFINE_string("sampler", None, "Sampler / ODE solver name (default: the config's).")
+  flags.DEFINE_integer("num_steps", None, "Sampler steps, >= 1 (default: the config's).")
+  flags.DEFINE_string("options", "", "Sampler options key=value,... (the registry's option names).")
+  flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale w >= 0 "
+                     "(class-conditional models; default: the config's).")
+  flags.DEFINE_string("labels", None, "Class labels: one int for all samples or one per sample.")
+  flags.DEFINE_enum("clip_x0", None, ["none", "static", "dynamic"],
+                    "Clip the implied x0 (diffusion on images in [-1, 1]).")
+
+
+def request_from_flags(num_samples: int):
+  """The SampleRequest the request flags describe (values checked later by the family)."""
+  from experiments.families.protocol import SampleRequest
+  fl = flags.FLAGS
+  if fl.num_steps is not None and fl.num_steps < 1:
+    raise UserError(f"--num_steps must be >= 1, got {fl.num_steps}")
+  if fl.guidance_scale is not None and not fl.guidance_scale >= 0:
+    raise UserError(f"--guidance_scale must be >= 0, got {fl.guidance_scale}")
+  labels = parse_labels(fl.labels, num_samples)
+  return SampleRequest(sampler=fl.sampler, num_steps=fl.num_steps,
+                       options=parse_options(fl.options), labels=labels,
+                       guidance_scale=fl.guidance_scale, clip_x0=fl.clip_x0)

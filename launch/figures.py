@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 
-from absl import app, flags
+from absl import flags
 
 from launch import common
 
@@ -43,12 +43,12 @@ def _sweep_workdir(requested: list[str]) -> None:
   from experiments import figures
   from experiments.figures import cfg_sweep
   if requested != ["cfg_sweep"] or FLAGS.quick:
-    raise app.UsageError("--workdir evaluates an existing run with the cfg_sweep figure only: "
+    raise common.UserError("--workdir evaluates an existing run with the cfg_sweep figure only: "
                          "python -m launch.figures cfg_sweep --workdir=RUN (without --quick)")
   try:
     scales = [float(w) for w in FLAGS.scales]
   except ValueError as e:
-    raise app.UsageError(f"--scales must be comma-separated numbers, got {FLAGS.scales}") from e
+    raise common.UserError(f"--scales must be comma-separated numbers, got {FLAGS.scales}") from e
   out = figures.output_dir(FLAGS.out, workdir=FLAGS.workdir)
   summary = cfg_sweep.run_workdir(FLAGS.workdir, out, scales=scales,
                                   num_samples=FLAGS.num_samples, seeds=FLAGS.seeds)
@@ -66,12 +66,12 @@ def main(argv):
       print(f"{name:{width}s}  {figures.describe(name)}")
     return
   if not requested:
-    raise app.UsageError(f"name a figure (or 'all'); valid names: {', '.join(figures.names())}")
+    raise common.UserError(f"name a figure (or 'all'); valid names: {', '.join(figures.names())}")
   if requested == ["all"]:
     requested = list(figures.names())
   unknown = [n for n in requested if n not in figures.names()]
   if unknown:
-    raise app.UsageError(f"unknown figure name(s) {', '.join(unknown)}; valid names: "
+    raise common.UserError(f"unknown figure name(s) {', '.join(unknown)}; valid names: "
                          f"{', '.join(figures.names())}")
   if FLAGS.workdir:
     _sweep_workdir(requested)
@@ -85,4 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -1,19 +1,25 @@
-"""Sample: python -m launch.sample --workdir=DIR --num_samples=N --seed=S --out=FILE.npy
-[--sampler=NAME --num_steps=K --replica=I]. Restores the latest checkpoint's EMA params."""
+"""Sample: python -m launch.sample --workdir=DIR --out=FILE.npy [--num_samples=N --seed=S
+--sampler=NAME --num_steps=K --options=key=value,... --guidance_scale=W --labels=L[,L...]
+--clip_x0=none|static|dynamic --replica=I].
+
+Restores the latest checkpoint's EMA params and writes the samples to FILE.npy; prints
+a JSON summary (the path written, shape, step, NFE, seconds). Every flag is checked,
+and the request against the family and the sampler registry, before anything
+compiles: a user error prints one line `error: ...` and exits with status 2.
+"""
 
 import json
 
-from absl import app, flags
+from absl import flags
 
 from launch import common
 
 flags.DEFINE_string("workdir", None, "A training workdir (holds config.json and checkpoints/).")
-flags.DEFINE_integer("num_samples", 1000, "Number of samples.")
+flags.DEFINE_integer("num_samples", 1000, "Number of samples (>= 1).")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_string("out", None, "Output .npy file.")
-flags.DEFINE_string("sampler", None, "Sampler name (default: the config's).")
-flags.DEFINE_integer("num_steps", None, "Number of sampler steps (default: the config's).")
 flags.DEFINE_integer("replica", 0, "Which replica of a num_seeds run to sample.")
+common.define_request_flags()
 flags.mark_flags_as_required(["workdir", "out"])
 FLAGS = flags.FLAGS
 
@@ -22,11 +28,14 @@ def main(argv):
   del argv
   common.quiet_logging()
   from experiments import sampling
-  info = sampling.sample_to_file(FLAGS.workdir, FLAGS.out, num_samples=FLAGS.num_samples,
-                                 seed=FLAGS.seed, sampler=FLAGS.sampler, num_steps=FLAGS.num_steps,
-                                 replica=FLAGS.replica)
+  with common.user_errors():
+    if FLAGS.num_samples < 1:
+      raise common.UserError(f"--num_samples must be >= 1, got {FLAGS.num_samples}")
+    request = common.request_from_flags(FLAGS.num_samples)
+    job = sampling.prepare(FLAGS.workdir, request, replica=FLAGS.replica)
+  info = sampling.sample_to_file(job, FLAGS.out, num_samples=FLAGS.num_samples, seed=FLAGS.seed)
   print(json.dumps(info, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -14,7 +14,7 @@ if a point failed, naming it and its log. --collect writes ROOT/results.csv, res
 import signal
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from launch import common
 
@@ -63,7 +63,7 @@ def _dry_run(sweep, root) -> int:
 def _run() -> int:
   from experiments import sweep as sweep_lib
   if not FLAGS.config or not FLAGS.workdir:
-    raise app.UsageError("--config and --workdir are required (or --collect ROOT)")
+    raise common.UserError("--config and --workdir are required (or --collect ROOT)")
   sweep = sweep_lib.plan(FLAGS.config)  # every point checked before anything runs
   if FLAGS.dry_run:
     return _dry_run(sweep, FLAGS.workdir)
@@ -97,7 +97,7 @@ def _terminate(signum, frame):
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise common.UserError(f"unexpected arguments: {argv[1:]}")
   common.quiet_logging()
   signal.signal(signal.SIGTERM, _terminate)  # stop the points cleanly: they checkpoint
   try:
@@ -112,4 +112,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

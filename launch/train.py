@@ -4,8 +4,9 @@ Relaunching the same command resumes from DIR's latest checkpoint.
 """
 
 import json
+import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from launch import common
@@ -24,11 +25,15 @@ def main(argv):
   import jax
   if FLAGS.distributed:
     jax.distributed.initialize()
-  from experiments import trainer
+  from experiments import configuration, trainer
+  with common.user_errors():  # a bad config or workdir: one line, nothing written
+    configuration.validate(FLAGS.config)
+    if os.path.exists(FLAGS.workdir) and not os.path.isdir(FLAGS.workdir):
+      raise common.UserError(f"--workdir={FLAGS.workdir} exists and is not a directory")
   summary = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   if jax.process_index() == 0:
     print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

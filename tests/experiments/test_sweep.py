@@ -214,7 +214,7 @@ def test_failing_point_makes_the_sweep_fail_and_names_its_log(tmp_path):
                 timeout=120)
   assert proc.returncode == 1, proc.stdout + proc.stderr
   log = root / "00_optim.lr=-1.0" / "log.txt"
-  assert f"FAILED: 00_optim.lr=-1.0 (exit code 1); log: {log}" in proc.stderr
+  assert f"FAILED: 00_optim.lr=-1.0 (exit code 2); log: {log}" in proc.stderr
   assert "config.optim.lr must be a positive number" in log.read_text()
 
 
