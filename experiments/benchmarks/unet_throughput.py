@@ -61,10 +61,8 @@ def _perturb(params, seed: int):
 
 
 def _ddim_grid(schedule, num_steps):
-  """The grid that samplers.ddim uses (its default spacing and final step to clean data)."""
-  spacing = samplers.DDIM_SPACING
-  t_end = samplers.resolve_t_end(schedule, num_steps, None, spacing, True)
-  grid = samplers.sampling_grid(schedule, num_steps, spacing=spacing, t_end=t_end)
+  """(t, alpha, sigma) of the grid that samplers.ddim builds with its defaults (grid_for)."""
+  grid = samplers.grid_for("ddim", schedule, num_steps)
   return tuple(np.asarray(a, np.float64) for a in (grid.t, grid.alpha, grid.sigma))
 
 

@@ -44,25 +44,24 @@ import jax.numpy as jnp
 
 from experiments import validation as check
 from experiments.data import dataset_info
-from experiments.families import networks, sampler_specs
+from experiments.families import networks
 from experiments.families.protocol import (Phase, SampleRequest, as_request, check_conditioning,
-                                           guidance_for, labels_for, refuse, refuse_given)
+                                           guidance_for, labels_for, refuse, refuse_given,
+                                           request_options, sampler_options)
 from research.diffusion import guidance as guidance_lib
 from research.diffusion import consistency as cm
+from research.diffusion import samplers
 from research.losses import consistency as losses
 from research.metrics import distances
 
 MODES = ("ict", "ct", "cd")
 
 
-def _check_options(options: dict, field: str) -> dict:
+def _fixed_options(spec) -> dict:
   """Of the consistency sampler's options only the levels `sigmas` are free at sampling
-  time; sigma_min and rho are those the model was trained with (config.consistency)."""
-  for key in options:
-    if key != "sigmas":
-      raise ValueError(f"{field}: option {key!r} of the consistency sampler is fixed by the "
-                       f"trained model (config.consistency); only 'sigmas' can be given")
-  return options
+  time; the others (sigma_min, rho, ...) are those the model was trained with."""
+  why = "is fixed by the trained model (config.consistency); only 'sigmas' can be given"
+  return {k: why for k in spec.options if k != "sigmas"}
 
 
 def _teacher_denoiser(workdir: str):
@@ -125,9 +124,8 @@ class Consistency:
     s = config.sample
     check.choice(s.sampler, ("consistency",), "config.sample.sampler")
     check.positive_int(s.num_steps, "config.sample.num_steps")
-    _check_options(sampler_specs.check_options(
-        sampler_specs.diffusion("consistency"), s.get("options", ""), "config.sample.options"),
-        "config.sample.options")
+    spec = samplers.spec("consistency")
+    sampler_options(spec, s.get("options", ""), "config.sample.options", _fixed_options(spec))
     sigmas = tuple(s.get("sigmas", ()))
     if sigmas and (any(not 0 < x <= c.sigma_max for x in sigmas)
                    or any(a <= b for a, b in zip(sigmas, sigmas[1:]))):
@@ -252,16 +250,15 @@ class Consistency:
       refuse(self.name, "sampler", request.sampler, "its sampler is 'consistency'")
     refuse_given(self.name, request, {"clip_x0": "a consistency function outputs x0 itself"})
     check_conditioning(self.name, request, self.num_classes, n)
-    options = _check_options(sampler_specs.check_options(
-        sampler_specs.diffusion("consistency"), request.options, "SampleRequest.options"),
-        "SampleRequest.options")
+    spec = samplers.spec("consistency")
+    options = request_options(spec, request, self.config, _fixed_options(spec))
     num_steps = request.num_steps or self.config.sample.num_steps
     sigmas = options.get("sigmas")
     if sigmas is not None:
       sigmas = jnp.asarray(sigmas, jnp.float32)
       if sigmas.shape != (num_steps,):
-        raise ValueError(f"SampleRequest.options sigmas must have shape ({num_steps},), "
-                         f"got {sigmas.shape}")
+        field = "SampleRequest.options" if request.options else "config.sample.options"
+        raise ValueError(f"{field} sigmas must have shape ({num_steps},), got {sigmas.shape}")
     return num_steps, sigmas
 
   def check_request(self, request: SampleRequest | None, n: int | None = None) -> None:

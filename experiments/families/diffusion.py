@@ -27,8 +27,12 @@ conditional model.
 
 Training: research.losses.diffusion.diffusion_loss. Sampling: x_T =
 sqrt(alpha(1)^2 + sigma(1)^2) z, z ~ N(0, I) (N(0, I) for VP, ~N(0, sigma_max^2 I)
-for VE), then any sampler of research.diffusion.samplers; the whole sampler is
-jitted once per (sampler, num_steps, options, n).
+for VE), then any sampler registered in research.diffusion.samplers, read from its
+registry entry `samplers.spec(name)`: options checked with spec.parse_options (the
+family sets `prediction` itself), the model clipped with adapters.clip_x0 and
+converted with adapters.with_prediction when the entry requires a prediction type
+(consistency sampling: "x0"); the whole sampler is jitted once per (sampler,
+num_steps, options, n).
 """
 
 from __future__ import annotations
@@ -41,11 +45,11 @@ import jax.numpy as jnp
 
 from experiments import validation as check
 from experiments.data import dataset_info
-from experiments.families import networks, sampler_specs
+from experiments.families import networks
 from experiments.families.protocol import (SampleRequest, as_request, check_conditioning,
-                                           guidance_for, labels_for)
-from research.diffusion import guidance as guidance_lib
-from research.diffusion import parameterization, samplers
+                                           guidance_for, labels_for, request_options,
+                                           sampler_options, sampler_spec)
+from research.diffusion import adapters, samplers
 from research.diffusion import schedules as schedules_lib
 from research.losses import diffusion as diffusion_loss_lib
 
@@ -66,11 +70,13 @@ def make_schedule(diffusion_config) -> schedules_lib.Schedule:
   return SCHEDULES[diffusion_config.schedule](diffusion_config.num_train_steps)
 
 
-CLIP_X0 = ("none", "static", "dynamic")
+# Options of every diffusion sampler that the family sets itself.
+_FIXED = {"prediction": "is set by the family (config.diffusion.prediction; the model is "
+                        "converted to what the sampler needs)"}
 
 
 def _check_clip_x0(clip_x0, pixel_range, name="clip_x0") -> None:
-  check.choice(clip_x0, CLIP_X0, name)
+  check.choice(clip_x0, adapters.CLIP_MODES, name)
   if clip_x0 != "none" and pixel_range != "symmetric":
     raise ValueError(f"{name}={clip_x0!r} clips x0 to [-1, 1]: it needs image data in [-1, 1] "
                      f"(config.data.pixel_range = 'symmetric'), got pixel_range={pixel_range!r}")
@@ -85,14 +91,9 @@ def _hashable(value):
 def check_sample_config(config) -> None:
   """config.sample for a registry sampler: name, num_steps, options (string or mapping), w."""
   s = config.sample
-  spec = sampler_specs.diffusion(s.sampler, "config.sample.sampler")
+  spec = sampler_spec(samplers.spec, s.sampler, "config.sample.sampler")
   check.positive_int(s.num_steps, "config.sample.num_steps")
-  options = sampler_specs.check_options(spec, s.get("options", ""), "config.sample.options")
-  try:
-    spec.count_nfe(s.num_steps, **options)
-  except (ValueError, TypeError) as e:
-    raise ValueError(f"config.sample.options {options} are invalid for sampler "
-                     f"{s.sampler!r}: {e}") from None
+  sampler_options(spec, s.get("options", ""), "config.sample.options", _FIXED)
   check.non_negative_number(s.get("guidance_scale", 1.0), "config.sample.guidance_scale")
 
 
@@ -107,7 +108,7 @@ class Diffusion:
     d = config.diffusion
     check.choice(d.schedule, tuple(SCHEDULES), "config.diffusion.schedule")
     check.positive_int(d.num_train_steps, "config.diffusion.num_train_steps")
-    check.choice(d.prediction, parameterization.PREDICTIONS, "config.diffusion.prediction")
+    check.choice(d.prediction, adapters.PREDICTIONS, "config.diffusion.prediction")
     check.choice(d.weighting, diffusion_loss_lib.WEIGHTINGS, "config.diffusion.weighting")
     check.choice(d.t_sampler, diffusion_loss_lib.T_SAMPLERS, "config.diffusion.t_sampler")
     check.positive_number(d.min_snr_gamma, "config.diffusion.min_snr_gamma")
@@ -160,20 +161,9 @@ class Diffusion:
   def _resolve(self, request: SampleRequest, n=None):
     """(spec, num_steps, options, clip_x0) of a request, every field checked (nothing compiled)."""
     s = self.config.sample
-    sampler = request.sampler or s.sampler
-    spec = sampler_specs.diffusion(sampler, "SampleRequest.sampler")
+    spec = sampler_spec(samplers.spec, request.sampler or s.sampler, "SampleRequest.sampler")
     num_steps = request.num_steps or s.num_steps
-    if request.options:
-      options = sampler_specs.check_options(spec, request.options, "SampleRequest.options")
-    elif sampler == s.sampler:   # config.sample.options apply to the config's own sampler only
-      options = sampler_specs.check_options(spec, s.get("options", ""), "config.sample.options")
-    else:
-      options = {}
-    try:
-      spec.count_nfe(num_steps, **options)
-    except (ValueError, TypeError) as e:
-      raise ValueError(f"SampleRequest.options {options} / num_steps={num_steps} are invalid "
-                       f"for sampler {sampler!r}: {e}") from None
+    options = request_options(spec, request, self.config, _FIXED)
     clip_x0 = request.clip_x0 or s.get("clip_x0", "none")
     _check_clip_x0(clip_x0, self.config.data.get("pixel_range", "unit"),
                    "SampleRequest.clip_x0")
@@ -196,25 +186,17 @@ class Diffusion:
     if labels is None:
       model_fn = self.model_fn(params)
     else:
-      model_fn = guidance_lib.classifier_free_guidance(
+      model_fn = adapters.classifier_free_guidance(
           lambda x, t, y: self.model_fn(params, y)(x, t), labels,
           guidance_scale=guidance_scale, null_label=self.num_classes)
-    if clip_x0 == "static":   # on the guided output, as Imagen thresholds the guided x0
-      model_fn = guidance_lib.static_clipping(model_fn, self.schedule, prediction)
-    elif clip_x0 == "dynamic":
-      model_fn = guidance_lib.dynamic_thresholding(model_fn, self.schedule, prediction)
-    need = sampler_specs.diffusion(sampler).prediction
-    if need is not None and need != prediction:
-      native = model_fn
-
-      def model_fn(x, t):
-        alpha, sigma = self.schedule.alpha(t), self.schedule.sigma(t)
-        return parameterization.convert(native(x, t), x, alpha, sigma, source=prediction,
-                                        target=need)
-
-      prediction = need
-    return samplers.get(sampler)(k_sampler, model_fn, x_T, self.schedule, num_steps=num_steps,
-                                 prediction=prediction, **dict(options))
+    # Clipping acts on the guided output, as Imagen thresholds the guided x0.
+    model_fn = adapters.clip_x0(model_fn, self.schedule, prediction, clip_x0)
+    spec = samplers.spec(sampler)
+    if spec.prediction is not None:   # e.g. consistency sampling needs an x0 model
+      model_fn = adapters.with_prediction(model_fn, self.schedule, prediction, spec.prediction)
+      prediction = spec.prediction
+    return spec.fn(k_sampler, model_fn, x_T, self.schedule, num_steps=num_steps,
+                   prediction=prediction, **dict(options))
 
   def sample(self, params, key, n: int, request: SampleRequest | None = None):
     """Draw n samples; returns (x, {"nfe", "network_passes_per_example"}).

@@ -3,7 +3,9 @@
 Time convention: t = 0 is noise, t = 1 is data. The network v_theta(x, t) is an
 MLP for points or a U-Net for images (config.model.kind, see
 experiments/families/networks.py); samples are the ODE dx/dt = v_theta(x, t)
-integrated from x(0) ~ N(0, I) to t = 1 with a fixed-step solver or adaptive dopri5.
+integrated from x(0) ~ N(0, I) to t = 1 with any solver registered in
+research/flow/ode.py (`ode.spec(name)`: fixed-step euler / midpoint / heun / rk4,
+adaptive dopri5, which takes no num_steps), called through its registry entry.
 
 Class-conditional models (config.model.num_classes = K > 0) train with label
 dropout to the null label K and sample the guided velocity
@@ -20,10 +22,10 @@ import jax.numpy as jnp
 
 from experiments import validation as check
 from experiments.data import dataset_info
-from experiments.families import networks, sampler_specs
+from experiments.families import networks
 from experiments.families.protocol import (SampleRequest, as_request, check_conditioning,
-                                           guidance_for, labels_for, refuse,
-                                           refuse_given)
+                                           guidance_for, labels_for, refuse, refuse_given,
+                                           request_options, sampler_options, sampler_spec)
 from research.diffusion import guidance as guidance_lib
 from research.flow import ode, paths
 from research.losses.flow import cfm_loss
@@ -42,9 +44,9 @@ class FlowMatching:
     check.choice(flow.coupling, tuple(paths.COUPLINGS), "config.flow.coupling")
     check.non_negative_number(flow.sigma, "config.flow.sigma")
     check.number_in(flow.sigma_min, "config.flow.sigma_min", 0.0, 1.0)
-    spec = sampler_specs.flow(s.sampler, "config.sample.sampler")
+    spec = sampler_spec(ode.spec, s.sampler, "config.sample.sampler")
     check.positive_int(s.num_steps, "config.sample.num_steps")
-    sampler_specs.check_options(spec, s.get("options", ""), "config.sample.options")
+    sampler_options(spec, s.get("options", ""), "config.sample.options")
     if config.model.get("num_classes", 0) and flow.coupling != "independent":
       raise ValueError(f"config.flow.coupling={flow.coupling!r} re-pairs noise and data, which a "
                        f"class-conditional model (config.model.num_classes > 0) cannot follow: "
@@ -85,13 +87,8 @@ class FlowMatching:
 
   def _resolve(self, request: SampleRequest, n=None):
     s = self.config.sample
-    spec = sampler_specs.flow(request.sampler or s.sampler, "SampleRequest.sampler")
-    if request.options:
-      options = sampler_specs.check_options(spec, request.options, "SampleRequest.options")
-    elif spec.name == s.sampler:
-      options = sampler_specs.check_options(spec, s.get("options", ""), "config.sample.options")
-    else:
-      options = {}
+    spec = sampler_spec(ode.spec, request.sampler or s.sampler, "SampleRequest.sampler")
+    options = request_options(spec, request, self.config)
     if not spec.takes_num_steps and request.num_steps is not None:
       refuse(self.name, "num_steps", request.num_steps,
              f"the {spec.name!r} solver chooses its own steps")
@@ -118,8 +115,9 @@ class FlowMatching:
                                   guidance_for(request, self.config))
     else:
       v = self.velocity_fn(params)
+    # The registered solver: solver(velocity_fn, x0, [num_steps=N,] **options) -> (x1, nfe).
     if not spec.takes_num_steps:   # adaptive: the solver reports its own NFE
       x1, nfe = spec.fn(v, x0, **options)
       return x1, {"nfe": nfe}
-    x1 = ode.solve(v, x0, num_steps=num_steps, method=spec.name)
+    x1, _ = spec.fn(v, x0, num_steps=num_steps, **options)
     return x1, {"nfe": spec.count_nfe(num_steps, **options)}

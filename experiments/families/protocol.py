@@ -29,13 +29,17 @@ Optional (the trainer and evaluation test `hasattr(family, hook)`; see OPTIONAL_
 A family refuses a request field it cannot honour with a ValueError naming it
 (`refuse`), e.g. "the gan family cannot honour SampleRequest.num_steps=10 (it
 samples in one generator pass)"; sampler names and options are checked against
-the sampler registry (experiments/families/sampler_specs.py).
+the sampler registries (research.diffusion.samplers.spec, research.flow.ode.spec)
+with `sampler_spec` and `request_options` below, so a sampler registered there is
+usable with no edit in a family.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+
+from research.registry import SamplerSpec
 
 import jax.numpy as jnp
 
@@ -186,3 +190,46 @@ def guidance_for(request: SampleRequest, config) -> float:
   if request.guidance_scale is not None:
     return float(request.guidance_scale)
   return float(config.sample.get("guidance_scale", 1.0))
+
+
+# -- the sampler registries, as the families read them ---------------------------------
+def sampler_spec(lookup: Callable[[str], SamplerSpec], name, field: str) -> SamplerSpec:
+  """lookup(name) (samplers.spec or ode.spec); its ValueError, which lists every valid
+  name, prefixed with `field` (e.g. "SampleRequest.sampler")."""
+  try:
+    return lookup(name)
+  except ValueError as e:
+    raise ValueError(f"{field}: {e}") from None
+
+
+def sampler_options(spec: SamplerSpec, options, field: str,
+                    fixed: Mapping[str, str] | None = None) -> dict:
+  """spec.parse_options(options) for a "k=v,k2=v2" string, a mapping or a ConfigDict (None:
+  {}), errors prefixed with `field`. fixed: {option: why} for options the family sets
+  itself (refused even when the registry knows them)."""
+  if options is None:
+    options = {}
+  elif not isinstance(options, str):
+    options = options.to_dict() if hasattr(options, "to_dict") else dict(options)
+  try:
+    parsed = spec.parse_options(options)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"{field} {options!r} are invalid for {spec.kind} {spec.name!r}: {e}") \
+        from None
+  for key in parsed:
+    if fixed and key in fixed:
+      raise ValueError(f"{field}: option {key!r} of the {spec.kind} {spec.name!r} "
+                       f"{fixed[key]}")
+  return dict(parsed)
+
+
+def request_options(spec: SamplerSpec, request: SampleRequest, config,
+                    fixed: Mapping[str, str] | None = None) -> dict:
+  """The checked options of a request: request.options, else config.sample.options when
+  spec is the config's own sampler (they belong to that sampler only), else {}."""
+  if request.options:
+    return sampler_options(spec, request.options, "SampleRequest.options", fixed)
+  if spec.name == config.sample.sampler:
+    return sampler_options(spec, config.sample.get("options", ""), "config.sample.options",
+                           fixed)
+  return {}

@@ -5,6 +5,7 @@ import ast
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -12,6 +13,8 @@ from configs import cfm_toy, consistency_toy, ddpm_toy, gan_toy, vae_toy
 from experiments import data, families, run as run_lib, trainer
 from experiments.families import protocol
 from experiments.families.protocol import Family, Phase, SampleRequest
+from research.diffusion import samplers
+from research.flow import ode
 from tests.experiments.helpers import REPO
 
 CONFIGS = {"diffusion": ddpm_toy, "flow_matching": cfm_toy, "vae": vae_toy, "gan": gan_toy,
@@ -86,11 +89,14 @@ REFUSALS = [
     ("diffusion", SampleRequest(sampler="rk45"), "SampleRequest.sampler"),
     ("diffusion", SampleRequest(labels=np.zeros(4, np.int32)), "SampleRequest.labels"),
     ("diffusion", SampleRequest(guidance_scale=2.0), "SampleRequest.guidance_scale"),
+    ("diffusion", SampleRequest(options="prediction=x0"), "'prediction'.*set by the family"),
+    ("diffusion", SampleRequest(options="eta=-1"), "SampleRequest.options.*eta"),
     ("flow_matching", SampleRequest(sampler="dopri5", num_steps=10),
      "flow_matching family cannot honour SampleRequest.num_steps=10"),
     ("flow_matching", SampleRequest(sampler="ddpm"), "SampleRequest.sampler"),
     ("flow_matching", SampleRequest(clip_x0="static"), "SampleRequest.clip_x0"),
     ("flow_matching", SampleRequest(sampler="rk4", options="colour=red"), "colour"),
+    ("flow_matching", SampleRequest(sampler="nope"), r"SampleRequest.sampler.*'rk4', 'dopri5'"),
     ("consistency", SampleRequest(sampler="ddim"), "SampleRequest.sampler='ddim'"),
     ("consistency", SampleRequest(options={"rho": 7.0}), "only 'sigmas'"),
 ]
@@ -127,6 +133,55 @@ def test_requests_a_family_can_honour_sample(name, request_):
   assert isinstance(stats, dict)
   y, _ = run_lib.sample(run, params, 8, **request_.given())   # the keyword form, same samples
   np.testing.assert_array_equal(x, y)
+
+
+def test_sampler_spec_and_options_name_the_field():
+  with pytest.raises(ValueError, match=r"config.sample.sampler: .*'nope'.*'ddim'"):
+    protocol.sampler_spec(samplers.spec, "nope", "config.sample.sampler")
+  assert protocol.sampler_spec(ode.spec, "dopri5", "f") is ode.spec("dopri5")
+  spec = samplers.spec("ddim")
+  assert protocol.sampler_options(spec, None, "f") == {}
+  assert protocol.sampler_options(spec, "eta=0.5,spacing=karras", "f") == {
+      "eta": 0.5, "spacing": "karras"}
+  assert protocol.sampler_options(spec, ml_collections.ConfigDict({"eta": 1.0}), "f") == {
+      "eta": 1.0}
+  with pytest.raises(ValueError, match=r"^my.field .*colour.*valid options"):
+    protocol.sampler_options(spec, {"colour": 1}, "my.field")
+  with pytest.raises(ValueError, match="my.field: option 'eta' of the sampler 'ddim' is mine"):
+    protocol.sampler_options(spec, "eta=0.5", "my.field", {"eta": "is mine"})
+
+
+def test_request_options_default_to_the_configs_own_sampler():
+  c = _config("diffusion")
+  c.sample.sampler, c.sample.options = "ddim", "eta=0.5"
+  ddim, ddpm = samplers.spec("ddim"), samplers.spec("ddpm")
+  assert protocol.request_options(ddim, SampleRequest(), c) == {"eta": 0.5}
+  assert protocol.request_options(ddim, SampleRequest(options={"eta": 1.0}), c) == {"eta": 1.0}
+  assert protocol.request_options(ddpm, SampleRequest(), c) == {}  # not ddpm's options
+  c.sample.options = "eta=2"
+  with pytest.raises(ValueError, match="config.sample.options"):
+    protocol.request_options(ddim, SampleRequest(), c)
+
+
+def test_a_solver_registered_in_ode_samples_with_no_edit_in_the_family():
+  run = run_lib.build(_config("flow_matching"))
+  params = run.family.init(jax.random.key(0))
+  ode.fixed_step_method("midpoint_copy", 2)(ode.midpoint_step)
+  try:
+    request = SampleRequest(sampler="midpoint_copy", num_steps=3)
+    run.family.check_request(request, 8)
+    x, stats = run.family.sample(params, jax.random.key(1), 8, request)
+  finally:
+    ode.REGISTRY.remove("midpoint_copy")
+  y, _ = run.family.sample(params, jax.random.key(1), 8,
+                           SampleRequest(sampler="midpoint", num_steps=3))
+  np.testing.assert_array_equal(x, y)
+  assert stats == {"nfe": 6}
+  # the solver's own options reach it: t1 = t0 integrates nothing, t0 = 0.5 half the way
+  euler = lambda options: run.family.sample(params, jax.random.key(1), 8, SampleRequest(
+      sampler="euler", num_steps=2, options=options))[0]
+  np.testing.assert_array_equal(euler("t1=0.0"), jax.random.normal(jax.random.key(1), (8, 2)))
+  assert not np.array_equal(euler("t0=0.5"), euler(""))
 
 
 def test_evaluate_returns_a_summary_without_writing(tmp_path):
