@@ -12,6 +12,7 @@ from absl import logging
 from experiments import data as data_lib
 from experiments import families, optim, sharding
 from experiments import validation as check
+from experiments import workdir as workdir_lib
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -61,11 +62,16 @@ def _check_optim(config, section: str) -> None:
   check.non_negative_number(o.get("grad_clip", 0.0), f"{name}.grad_clip")
 
 
+def as_dict(config) -> dict:
+  """The config as config.json stores it (plain JSON types: tuples become lists)."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
 def save_json(config, workdir: str) -> str:
+  """Write WORKDIR/config.json atomically (process 0); returns its path."""
   path = os.path.join(workdir, "config.json")
   if jax.process_index() == 0:
-    with open(path, "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    workdir_lib.atomic_write_text(path, config.to_json_best_effort(indent=2, sort_keys=True))
   return path
 
 
@@ -74,5 +80,8 @@ def load_json(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"no config.json in workdir {workdir!r}: was it trained there?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except ValueError as e:
+    raise ValueError(f"{path} is not valid JSON ({e})") from None

@@ -11,7 +11,6 @@ class-conditional samples). Runs with num_seeds replicas report mean and std.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -159,17 +158,22 @@ def evaluate(run, state_or_params, request: SampleRequest | None = None, *,
           "num_seeds": run.num_seeds, **summary}
 
 
-def evaluate_run(run, workdir: str, state, compile_s: float) -> dict:
+def evaluate_run(run, workdir: str, state, compile_s: float | None) -> dict:
   """Evaluate a finished run's EMA params (every replica, config defaults); write
-  WORKDIR/eval.json and the eval row of metrics.jsonl; return the summary."""
+  WORKDIR/eval.json (atomically) and the eval row of metrics.jsonl (once per step: an
+  evaluation-only relaunch replaces eval.json but adds no second row); return the summary.
+  compile_s: the train step's compile time, None when nothing was trained in this launch."""
   from experiments import logs
+  from experiments import workdir as workdir_lib
   summary = evaluate(run, state, workdir=workdir, plot=True)
   step = summary["step"]
   summary = {**{k: summary[k] for k in ("status", "step", "num_samples", "sampler", "num_seeds")},
              "train_compile_s": compile_s, **summary}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-      json.dump(summary, f, indent=2)
-    logs.MetricWriter(workdir).write(step, {f"eval/{k}": v for k, v in summary.items()
-                                            if isinstance(v, (int, float))}, event="eval")
+    workdir_lib.atomic_write_json(os.path.join(workdir, "eval.json"), summary)
+    logged = any(r.get("event") == "eval" and r.get("step") == step
+                 for r in logs.read_metrics(workdir))
+    if not logged:
+      logs.MetricWriter(workdir).write(step, {f"eval/{k}": v for k, v in summary.items()
+                                              if isinstance(v, (int, float))}, event="eval")
   return summary

@@ -47,27 +47,40 @@ def _config(workdir: str):
   return configuration.load_json(workdir)
 
 
-def restore_readonly(workdir: str, run: run_lib.Run, step: int | None = None) -> dict:
-  """The newest checkpoint that restores (or `step`), without changing the workdir."""
-  manager = checkpoint.make_manager(workdir, every=run.config.train.checkpoint_every,
-                                    async_save=False)
-  try:
-    steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
-    if not steps:
-      raise FileNotFoundError(f"no checkpoint to read under {os.path.join(workdir, 'checkpoints')}"
-                              f" (train first: python -m launch.train ... --workdir={workdir})")
-    errors = []
-    for s in steps:
-      try:
-        return checkpoint.restore(manager, run.abstract_state, s)[0]
-      except Exception as e:  # a damaged step: try the next older one  # noqa: BLE001
-        errors.append(f"step {s}: {type(e).__name__}")
-        logging.warning("checkpoint step %d of %s cannot be read (%s); trying an older one",
-                        s, workdir, e)
-    raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints can be read "
-                            f"({'; '.join(errors)})")
-  finally:
-    manager.close()
+def restore_readonly(workdir: str, run: run_lib.Run, step: int | None = None,
+                     attempts: int = 5) -> dict:
+  """The newest checkpoint that restores (or `step`), without changing the workdir.
+
+  A training process may delete old steps (retention) while this reads: a step that
+  vanishes, or fails to read, is skipped for the next older one, and the listing is
+  retried (up to `attempts` times) when steps vanish under it.
+  """
+  errors = []
+  for _ in range(attempts):
+    try:
+      manager = checkpoint.make_manager(workdir, every=run.config.train.checkpoint_every,
+                                        async_save=False)
+      steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
+    except FileNotFoundError as e:  # a step deleted while the manager listed it
+      errors.append(f"listing: {e}")
+      time.sleep(0.1)
+      continue
+    try:
+      if not steps:
+        raise FileNotFoundError(
+            f"no checkpoint to read under {os.path.join(workdir, 'checkpoints')} (train first: "
+            f"python -m launch.train ... --workdir={workdir})")
+      for s in steps:
+        try:
+          return checkpoint.restore(manager, run.abstract_state, s)[0]
+        except Exception as e:  # a damaged or vanished step: try the next older one  # noqa: BLE001
+          errors.append(f"step {s}: {type(e).__name__}")
+          logging.warning("checkpoint step %d of %s cannot be read (%s); trying an older one",
+                          s, workdir, e)
+    finally:
+      manager.close()
+  raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints can be read "
+                          f"({'; '.join(errors[-4:])})")
 
 
 def prepare(workdir: str, request: SampleRequest | None, *, replica: int = 0,

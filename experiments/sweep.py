@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from experiments import workdir as workdir_lib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST = "sweep.json"
 LOG = "log.txt"
@@ -383,7 +385,7 @@ def run(sweep: Sweep, root: str, *, executor: str = "local", parallel: int = 1,
         del running[index]
         workdir = os.path.join(root, point.name)
         finished = point_state(workdir) == "done"
-        status = "done" if finished else ("incomplete" if rc == 0 else "failed")
+        status = "done" if finished else ("incomplete" if rc in (0, workdir_lib.PREEMPTED_EXIT_STATUS) else "failed")
         outcomes[index] = Outcome(point, status, state, rc, os.path.join(workdir, LOG),
                                   time.perf_counter() - t0)
         say(f"{status} {point.name} ({time.perf_counter() - t0:.1f} s)")

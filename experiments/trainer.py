@@ -12,7 +12,7 @@ experiments/run.py; the final evaluation is experiments/evaluation.py.
 
 from __future__ import annotations
 
-import os
+import signal
 import time
 
 import jax
@@ -21,11 +21,15 @@ import numpy as np
 import optax
 
 from experiments import checkpoint, configuration, evaluation, logs, optim
+from experiments import workdir as workdir_lib
 from experiments import sharding as sharding_lib
 # The run's pieces live in experiments/run.py; these names stay importable from here.
 from experiments.families.protocol import Phase, SampleRequest  # noqa: F401
 from experiments.run import (EVAL, INIT, SAMPLE, TRAIN, Run, build, current_step,  # noqa: F401
                              group_of, init_state, phases_of, replica_params, sample, seed_keys)
+
+
+PREEMPTED_EXIT_STATUS = workdir_lib.PREEMPTED_EXIT_STATUS
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -158,13 +162,18 @@ def data_iterator(run: Run, state: dict | None = None):
       process_count=jax.process_count(), state=state)
 
 
-def restore_or_init(run: Run, manager):
-  """(state, resumed, data_state): the latest checkpoint in the workdir, or a fresh state."""
-  if manager.latest_step() is not None:
-    state, _ = checkpoint.restore(manager, run.abstract_state)
-    data_state = checkpoint.restore_data_state(manager) if run.host_data else None
-    return state, True, data_state
-  return init_state(run), False, None
+def restore_or_init(run: Run, make_manager_fn):
+  """(manager, state, resumed, data_state): the newest checkpoint that restores, or a fresh state.
+
+  Damaged checkpoints are moved aside to checkpoints/corrupt_<step>/ and the next
+  older one is tried (checkpoint.restore_latest_good); if there were checkpoints and
+  none restores, NoGoodCheckpointError (a ValueError) refuses to start from step 0.
+  """
+  manager, state, data_state, _ = checkpoint.restore_latest_good(
+      make_manager_fn, run.abstract_state, host_data=run.host_data)
+  if state is not None:
+    return manager, state, True, data_state
+  return manager, init_state(run), False, None
 
 
 def _check_finite(state, manager) -> None:
@@ -172,35 +181,57 @@ def _check_finite(state, manager) -> None:
   if np.any(first >= 0):
     replica = int(np.argmax(first >= 0))
     where = f" (replica {replica})" if first.size > 1 else ""
+    manager.wait_until_finished()  # a pending async save counts once it is complete
     last = manager.latest_step()
+    kept = (f"the last good checkpoint (step {last}) is kept in {manager.directory}"
+            if last is not None else f"no checkpoint had been written yet in {manager.directory}")
     raise NonFiniteLossError(
-        f"non-finite loss at step {int(first[replica])}{where}; training stopped. The last good "
-        f"checkpoint (step {last}) is kept in {manager.directory}")
+        f"non-finite loss at step {int(first[replica])}{where}; training stopped and {kept}")
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, *, reset: bool = False) -> dict:
   """Train (resuming from the workdir if it holds checkpoints), then evaluate the EMA params.
 
-  Returns a summary dict (also written to WORKDIR/eval.json). If SIGTERM arrives,
-  saves a checkpoint and returns {"status": "preempted", ...} without evaluating.
-  With config.num_seeds = n > 1, n replicas (seeds config.seed + i) train in one
-  vmapped step; every scalar metric is reported as the mean over replicas, with
+  Returns a summary dict (also written to WORKDIR/eval.json). If SIGTERM or SIGINT
+  arrives, saves a checkpoint and returns {"status": "preempted", ...} without
+  evaluating. With config.num_seeds = n > 1, n replicas (seeds config.seed + i) train
+  in one vmapped step; every scalar metric is reported as the mean over replicas, with
   `<metric>_std` and the per-replica values under "per_seed".
+
+  The workdir is guarded (experiments/workdir.py): the process holds its lock for
+  the whole run (a second launch fails at once, naming the holder's pid); a
+  relaunch whose config differs from config.json in anything but RESUMABLE fields is
+  refused before a file is written; reset=True deletes the run's files first (the
+  way to start over). A finished run only re-evaluates (no train step is compiled).
   """
   run = build(config)  # raises ValueError on a bad config before anything compiles
-  os.makedirs(workdir, exist_ok=True)
-  configuration.save_json(config, workdir)
+  workdir_lib.check_usable(workdir)
+  with workdir_lib.WorkdirLock(workdir):
+    if reset:
+      workdir_lib.reset(workdir)
+    changes = workdir_lib.check_config_drift(workdir, configuration.as_dict(config))
+    return _train_locked(run, config, workdir, changes)
+
+
+def _train_locked(run: Run, config, workdir: str, changes: dict) -> dict:
   tc = config.train
-  manager = checkpoint.make_manager(workdir, every=tc.checkpoint_every, keep=tc.get("keep", 3),
-                                    keep_every=tc.get("keep_every", 0),
-                                    async_save=tc.get("async_checkpoint", True))
-  writer = logs.MetricWriter(workdir, tensorboard=config.get("log", {}).get("tensorboard", False))
-  preempted = checkpoint.PreemptionFlag()
-  data = None
+  make_manager = lambda: checkpoint.make_manager(  # noqa: E731
+      workdir, every=tc.checkpoint_every, keep=tc.get("keep", 3),
+      keep_every=tc.get("keep_every", 0), async_save=tc.get("async_checkpoint", True))
+  preempted = checkpoint.PreemptionFlag(signals=(signal.SIGTERM, signal.SIGINT))
+  manager, data, writer = None, None, None
   try:
-    state, resumed, data_state = restore_or_init(run, manager)
-    data = data_iterator(run, data_state)
+    manager, state, resumed, data_state = restore_or_init(run, make_manager)
     step = current_step(state)
+    configuration.save_json(config, workdir)
+    if jax.process_index() == 0:
+      workdir_lib.record_history(workdir, "resume" if resumed else "start", changes, step)
+    writer = logs.MetricWriter(workdir, tensorboard=config.get("log", {}).get("tensorboard", False))
+    writer.resume(step)  # rows past the restored step (a killed run's) go; a torn line goes
+    if step >= tc.num_steps:  # finished: evaluate only, nothing to compile
+      _check_finite(state, manager)
+      return evaluation.evaluate_run(run, workdir, state, None)
+    data = data_iterator(run, data_state)
     t0 = time.perf_counter()
     args = (state, run.keys["train"])
     if data is not None:
@@ -209,9 +240,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     train_step = make_train_step(run).lower(*args).compile()
     compile_s = time.perf_counter() - t0
     meta = {"family": config.family, "data": config.data.name, "num_seeds": run.num_seeds}
-    if step < tc.num_steps:
-      writer.write(step, {}, event="resume" if resumed else "start", compile_s=compile_s,
-                   num_devices=int(run.mesh.devices.size))
+    writer.write(step, {}, event="resume" if resumed else "start", compile_s=compile_s,
+                 num_devices=int(run.mesh.devices.size))
     progress = logs.Progress(step, tc.num_steps, enabled=config.get("log", {}).get("progress", True))
     pending, t_window, s_window = [], time.perf_counter(), step
     last_saved = manager.latest_step()
@@ -261,8 +291,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     preempted.restore_handlers()
     if data is not None and hasattr(data, "close"):
       data.close()  # stops the host pipeline's threads
-    manager.close()
-    writer.close()
+    if manager is not None:
+      manager.close()
+    if writer is not None:
+      writer.close()
 
 
 def _host_batch_spec(run: Run) -> dict:

@@ -35,6 +35,9 @@ RESUMABLE = (
     "eval.", "sample.", "log.",
 )
 LOCK_FILE = ".lock"
+# launch.train's exit status after a SIGTERM / SIGINT checkpoint (sysexits EX_TEMPFAIL:
+# relaunch to resume), distinct from success (0), failure (1) and user errors (2).
+PREEMPTED_EXIT_STATUS = 75
 HISTORY_FILE = "config_history.jsonl"
 
 
@@ -224,3 +227,31 @@ def record_history(workdir: str, event: str, changes: dict, step: int | None = N
     f.write(json.dumps(row) + "\n")
     f.flush()
     os.fsync(f.fileno())
+
+
+# What a run writes into its workdir (reset removes exactly these; the lock stays).
+RUN_FILES = ("config.json", "metrics.jsonl", HISTORY_FILE, "eval.json")
+RUN_DIRS = ("checkpoints", "tensorboard")
+RUN_PATTERNS = (("eval_", ".json"), ("samples_", ".png"))
+
+
+def reset(workdir: str) -> list[str]:
+  """Delete the run's files (checkpoints, metrics, config, evaluations, plots) to start over.
+
+  Files the run did not write (a user's notes, sampled .npy files) are kept. Returns
+  the removed names.
+  """
+  import shutil
+  removed = []
+  for name in sorted(os.listdir(workdir)):
+    path = os.path.join(workdir, name)
+    ours = (name in RUN_FILES or any(name.startswith(a) and name.endswith(b)
+                                     for a, b in RUN_PATTERNS))
+    if name in RUN_DIRS and os.path.isdir(path):
+      shutil.rmtree(path)
+    elif ours and os.path.isfile(path):
+      os.remove(path)
+    else:
+      continue
+    removed.append(name)
+  return removed

@@ -64,9 +64,33 @@ def report_user_errors(main):
   return wrapped
 
 
+def _flag_error_line(error: Exception) -> str:
+  """One line from a flag parsing error (a config file's own error is its last line)."""
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  if any(l.startswith("Traceback") for l in lines):
+    head = lines[0].split(":")[0]  # "flag --config=..."
+    return f"{head}: {lines[-1]}"
+  return " ".join(lines)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a flag or config error reported as one line (status 2)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    line = _flag_error_line(e)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # a --config.a.b override
+    name = str(e).strip("\"' ")
+    culprit = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and name in a]
+    line = (f"{culprit[0] if culprit else 'a --config.* override'}: the config has no field "
+            f"{name!r} (or the value has the wrong type)")
+  print(f"error: {line}", file=sys.stderr, flush=True)
+  sys.exit(USER_ERROR_STATUS)
+
+
 def run(main) -> None:
-  """app.run(main) with one-line user errors."""
-  app.run(report_user_errors(main))
+  """app.run(main) with one-line user errors (flags included)."""
+  app.run(report_user_errors(main), flags_parser=parse_flags)
 
 
 def parse_options(text: str | None) -> dict[str, str]:

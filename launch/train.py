@@ -1,10 +1,17 @@
-"""Train: python -m launch.train --config=configs/X.py[:arg] --workdir=DIR [--config.a.b=v ...].
+"""Train: python -m launch.train --config=configs/X.py[:arg] --workdir=DIR [--config.a.b=v ...] [--reset].
 
-Relaunching the same command resumes from DIR's latest checkpoint.
+Relaunching the same command resumes from DIR's latest checkpoint. The process holds
+DIR's lock while it runs (a second launch on DIR exits at once, naming the holder's
+pid); a relaunch with a config that differs in anything but the run length, logging,
+evaluation, sampling or checkpoint cadence is refused before anything is written
+(--reset deletes the run's files and starts over). User errors print one line
+`error: ...` and exit with status 2. SIGTERM or SIGINT (Ctrl-C) saves a checkpoint
+and exits with status 75 (EX_TEMPFAIL: "preempted, relaunch to resume"), so a
+scheduler can tell it from success (0) and from failure (1).
 """
 
 import json
-import os
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -14,6 +21,7 @@ from launch import common
 config_flags.DEFINE_config_file("config", None, "Python config file (configs/*.py[:arg]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
+flags.DEFINE_bool("reset", False, "Delete the workdir's run files first and start over.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
@@ -25,14 +33,19 @@ def main(argv):
   import jax
   if FLAGS.distributed:
     jax.distributed.initialize()
-  from experiments import configuration, trainer
+  from experiments import checkpoint, configuration, trainer
+  from experiments import workdir as workdir_lib
   with common.user_errors():  # a bad config or workdir: one line, nothing written
     configuration.validate(FLAGS.config)
-    if os.path.exists(FLAGS.workdir) and not os.path.isdir(FLAGS.workdir):
-      raise common.UserError(f"--workdir={FLAGS.workdir} exists and is not a directory")
-  summary = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    workdir_lib.check_usable(FLAGS.workdir)
+  try:
+    summary = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, reset=FLAGS.reset)
+  except (workdir_lib.WorkdirError, checkpoint.NoGoodCheckpointError) as e:
+    raise common.UserError(str(e)) from e
   if jax.process_index() == 0:
     print(json.dumps(summary, indent=2))
+  if summary.get("status") == "preempted":
+    sys.exit(trainer.PREEMPTED_EXIT_STATUS)
 
 
 if __name__ == "__main__":

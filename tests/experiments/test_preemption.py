@@ -52,7 +52,7 @@ def test_interrupted_run_resumes_to_identical_samples(tmp_path, reference_sample
   proc.send_signal(sig)
   proc.wait(timeout=120)
   if sig == signal.SIGTERM:
-    assert proc.returncode == 0, proc.stderr.read()[-2000:]  # saved, then exited cleanly
+    assert proc.returncode == 75, proc.stderr.read()[-2000:]  # saved, then "preempted" status
     assert '"status": "preempted"' in proc.stdout.read()
   else:
     assert proc.returncode == -signal.SIGKILL
