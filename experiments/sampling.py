@@ -108,6 +108,8 @@ def sample_to_file(job: Job | str, out: str, *, num_samples: int, seed: int = 0,
 
   job: a prepared Job, or a workdir path with the SampleRequest fields as keywords.
   """
+  if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+    raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
   if isinstance(job, str):
     job = prepare(job, SampleRequest.of(None, **request_fields), replica=replica,
                   num_samples=num_samples)
