@@ -41,7 +41,8 @@ class Job:
 
 def _config(workdir: str):
   if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"workdir {workdir} does not exist or is not a directory")
+    raise FileNotFoundError(f"workdir {workdir} does not exist or is not a directory (no "
+                            f"config.json of a training run there)")
   if not os.path.exists(os.path.join(workdir, "config.json")):
     raise FileNotFoundError(f"{workdir} is not a training workdir (no config.json)")
   return configuration.load_json(workdir)
