@@ -94,18 +94,13 @@ def run(main) -> None:
 
 
 def parse_options(text: str | None) -> dict[str, str]:
-  """'k1=v1,k2=v2' -> {"k1": "v1", "k2": "v2"} (values stay strings: the sampler's
+  """--options 'k1=v1,k2=v2' -> {"k1": "v1", "k2": "v2"} (values stay strings: the sampler's
   registry entry types and checks them). Raises UserError for a malformed item."""
-  out: dict[str, str] = {}
-  for item in filter(None, (text or "").split(",")):
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-      raise UserError(f"--options items must look like key=value, got {item!r}")
-    if key in out:
-      raise UserError(f"--options gives {key!r} twice")
-    out[key] = value.strip()
-  return out
+  from research import registry
+  try:
+    return registry.split_options_text(text or "")
+  except ValueError as e:
+    raise UserError(f"--options: {e}") from None
 
 
 def parse_labels(text: str | None, n: int) -> list[int] | None:

@@ -31,6 +31,7 @@ __all__ = [
     "parse_bool", "parse_floats", "optional", "refuse_text",
     "check_bool", "check_int", "check_choice", "check_real",
     "flag", "integer", "choice", "real", "infer_option", "keyword_options", "as_options",
+    "split_options_text",
 ]
 
 
@@ -205,7 +206,8 @@ def _parse_auto(text: str):
 # ----------------------------------------------------------------------------
 # Specs and the registry.
 # ----------------------------------------------------------------------------
-def _split_options_text(text: str) -> dict:
+def split_options_text(text: str) -> dict:
+  """'k=v,k2=v2' -> {"k": "v", "k2": "v2"} (strings); ValueError for a malformed or repeated item."""
   out = {}
   for item in filter(None, (s.strip() for s in text.split(","))):
     key, sep, value = item.partition("=")
@@ -270,7 +272,7 @@ class SamplerSpec:
   def parse_options(self, options: str | Mapping) -> dict:
     """"k=v,k2=v2" or {k: "v" or value} -> typed, checked dict (strings parsed per option)."""
     if isinstance(options, str):
-      options = _split_options_text(options)
+      options = split_options_text(options)
     parsed = {}
     for key, value in dict(options or {}).items():
       if key in self.options and isinstance(value, str):
