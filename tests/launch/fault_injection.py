@@ -59,4 +59,4 @@ if __name__ == "__main__":
     common.run(train.main)
   finally:
     if _count < AT:
-      print("fault point not reached", flush=True)
+      print(f"fault point not reached ({_count} operations)", flush=True)
