@@ -13,35 +13,23 @@ runlocal=true: a tiny U-Net for two steps (the tests run it on mocked data, 8 fa
 """
 
 from configs import images
-from configs.common import base_config, parse_arg
+from configs.common import parse_arg
 import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, coupling="ot", dataset="cifar10", cond=False, runlocal=False)
-  c = base_config()
-  c.family = "flow_matching"
-  c.data.name = a.dataset
-  c.data.pixel_range = "symmetric"
-  c.data.data_dir = ""
+  c = images.paper_config("flow_matching", a.dataset)
   c.model = images.paper_unet(a.dataset, num_heads=4, dropout=0.1,
                               num_classes=10 if a.cond else 0)
   c.flow = ml_collections.ConfigDict({"path": "icfm", "coupling": a.coupling, "sigma": 0.0,
                                       "sigma_min": 1e-4})
   c.sample = ml_collections.ConfigDict({"sampler": "dopri5", "num_steps": 100,
                                         "guidance_scale": 1.0, "options": ""})
-  c.train.num_steps = 400_000
-  c.train.batch_size = 128
-  c.train.checkpoint_every = 10_000
-  c.train.log_every = 500
-  c.train.keep_every = 100_000
-  c.optim.lr = 2e-4
-  c.optim.schedule = "constant"   # linear warmup, then constant
-  c.optim.warmup_steps = 5000
-  c.optim.grad_clip = 1.0
+  c.train.update(num_steps=400_000, batch_size=128)
+  # linear warmup, then constant
+  c.optim.update(lr=2e-4, schedule="constant", warmup_steps=5000, grad_clip=1.0)
   c.ema_decay = 0.9999
-  c.eval.num_samples = 10_000
-  c.eval.plot_samples = 64
   if a.runlocal:
     images.shrink_for_runlocal(c)
     c.sample.sampler = "euler"

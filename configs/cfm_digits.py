@@ -11,20 +11,14 @@ sampled with RK4 in 10 steps (40 NFE). Measured run times and scores: docs/image
 """
 
 from configs import images
-from configs.common import base_config, parse_arg
+from configs.common import parse_arg
 import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, dataset="digits", path="icfm", cond=False, guidance=1.0, sampler="rk4",
                 sample_steps=10, steps=3000, batch=128, lr=1e-3, channels=32, runlocal=False)
-  c = base_config()
-  c.family = "flow_matching"
-  c.data.name = a.dataset
-  c.data.pixel_range = "symmetric"
-  size = images.SHAPES[a.dataset][0]
-  c.model = images.unet(channels=a.channels, channel_mult=(1, 2), num_res_blocks=1,
-                        attention=(size // 2,), dropout=0.1, num_classes=10 if a.cond else 0)
+  c = images.digits_config("flow_matching", a)
   c.flow = ml_collections.ConfigDict({"path": a.path, "coupling": "independent", "sigma": 0.0,
                                       "sigma_min": 1e-4})
   c.sample = ml_collections.ConfigDict({"sampler": a.sampler, "num_steps": a.sample_steps,

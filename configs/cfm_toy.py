@@ -5,36 +5,19 @@ Arguments: dataset (research.data.toy names), path (icfm | lipman | vp),
 coupling (independent | ot), sigma, steps, batch, runlocal (a few steps, for tests).
 """
 
-from configs.common import base_config, parse_arg, product, sweep_arg
+from configs.common import base_config, parse_arg, product, sweep_arg, toy_schedule
 import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, dataset="moons", path="icfm", coupling="independent", sigma=0.0,
                 steps=4000, batch=256, runlocal=False)
-  c = base_config()
-  c.family = "flow_matching"
-  c.data.name = a.dataset
+  c = base_config("flow_matching", a.dataset)
   c.model = ml_collections.ConfigDict({"hidden": (256, 256, 256), "time_dim": 32})
   c.flow = ml_collections.ConfigDict({
       "path": a.path, "coupling": a.coupling, "sigma": a.sigma, "sigma_min": 1e-4})
   c.sample = ml_collections.ConfigDict({"sampler": "rk4", "num_steps": 25, "options": ""})
-  c.train.num_steps = a.steps
-  c.train.batch_size = a.batch
-  c.train.checkpoint_every = 1000
-  c.train.log_every = 200
-  c.optim.schedule = "warmup_cosine"
-  c.optim.warmup_steps = 200
-  c.optim.lr = 2e-3
-  c.optim.final_lr_fraction = 0.05
-  if a.runlocal:
-    c.train.num_steps = 20
-    c.train.checkpoint_every = 10
-    c.train.log_every = 5
-    c.optim.warmup_steps = 2
-    c.model.hidden = (32, 32)
-    c.eval.num_samples = 200
-  return c
+  return toy_schedule(c, a, lr=2e-3)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Shared config pieces: the `:key=value,...` argument parser, the base fields, sweep axes."""
+"""Shared config pieces: the `:key=value,...` argument parser, the base fields, the runlocal
+shrink, the toy MLP training settings, sweep axes."""
 
 from __future__ import annotations
 
@@ -29,13 +30,17 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
-def base_config() -> ml_collections.ConfigDict:
-  """Fields every experiment has; families add their own sections."""
+def base_config(family: str = "", dataset: str = "moons", **data) -> ml_collections.ConfigDict:
+  """Fields every experiment has; families add their own sections.
+
+  family, dataset: config.family and config.data.name; data: further config.data fields
+  (e.g. pixel_range="symmetric"), in this order.
+  """
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.num_seeds = 1  # > 1: that many replicas (seeds seed .. seed + n - 1) in one vmapped step
-  c.family = ""
-  c.data = ml_collections.ConfigDict({"name": "moons"})
+  c.family = family
+  c.data = ml_collections.ConfigDict({"name": dataset, **data})
   c.train = ml_collections.ConfigDict({
       "num_steps": 1000,
       "batch_size": 256,        # global batch, split over all devices
@@ -55,6 +60,51 @@ def base_config() -> ml_collections.ConfigDict:
   c.ema_decay = 0.999
   c.eval = ml_collections.ConfigDict({"num_samples": 1000, "plot_samples": 2000})
   c.log = ml_collections.ConfigDict({"tensorboard": False, "progress": True})
+  return c
+
+
+def runlocal(c: ml_collections.ConfigDict, *, num_steps: int, checkpoint_every: int,
+             log_every: int, batch_size: int | None = None, warmup_steps: int | None = None,
+             num_samples: int | None = None, plot_samples: int | None = None,
+             progress: bool | None = None, **sections) -> ml_collections.ConfigDict:
+  """Shrink c in place to its `runlocal=true` variant (a few steps of a tiny model, for tests).
+
+  The keywords set config.train (num_steps, batch_size, checkpoint_every, log_every),
+  config.optim.warmup_steps, config.eval (num_samples, plot_samples) and config.log.progress;
+  None keeps a value. Any other keyword names a section and the fields to set in it, e.g.
+  model={"hidden": (32, 32)}.
+  """
+  fields = {"train": {"num_steps": num_steps, "batch_size": batch_size,
+                      "checkpoint_every": checkpoint_every, "log_every": log_every},
+            "optim": {"warmup_steps": warmup_steps},
+            "eval": {"num_samples": num_samples, "plot_samples": plot_samples},
+            "log": {"progress": progress}}
+  for section, values in list(fields.items()) + list(sections.items()):
+    c[section].update({k: v for k, v in values.items() if v is not None})
+  return c
+
+
+def gan_optimizers(c: ml_collections.ConfigDict, *, lr: float, critic_lr: float, b1: float,
+                   b2: float, schedule: str = "constant") -> ml_collections.ConfigDict:
+  """config.optim (the generator's) and config.optim_critic: Adam, no warmup, no clipping."""
+  for section, section_lr in (("optim", lr), ("optim_critic", critic_lr)):
+    c[section] = ml_collections.ConfigDict({
+        "name": "adam", "lr": section_lr, "schedule": schedule, "warmup_steps": 0,
+        "final_lr_fraction": 0.0, "grad_clip": 0.0, "b1": b1, "b2": b2, "weight_decay": 0.0})
+  return c
+
+
+def toy_schedule(c: ml_collections.ConfigDict, a, *, lr: float) -> ml_collections.ConfigDict:
+  """The shared training settings of the toy MLP configs (configs/cfm_toy.py, ddpm_toy.py).
+
+  a: the parsed config argument (steps, batch, runlocal). Checkpoints every 1000 steps,
+  warmup (200 steps) + cosine to 5% of lr; runlocal: 20 steps of a (32, 32) MLP.
+  """
+  c.train.update(num_steps=a.steps, batch_size=a.batch, checkpoint_every=1000, log_every=200)
+  c.optim.update(schedule="warmup_cosine", warmup_steps=200, lr=lr, final_lr_fraction=0.05)
+  if a.runlocal:
+    runlocal(c, num_steps=20, checkpoint_every=10, log_every=5, warmup_steps=2, num_samples=200,
+             model={"hidden": (32, 32)})
   return c
 
 

@@ -13,36 +13,21 @@ runlocal=true: a tiny U-Net for two steps (the tests run it on mocked data, 8 fa
 """
 
 from configs import images
-from configs.common import base_config, parse_arg
+from configs.common import parse_arg
 import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, dataset="cifar10", cond=False, sample_steps=1, runlocal=False)
-  c = base_config()
-  c.family = "consistency"
-  c.data.name = a.dataset
-  c.data.pixel_range = "symmetric"
-  c.data.data_dir = ""
+  c = images.paper_config("consistency", a.dataset)
   c.model = images.paper_unet(a.dataset, num_heads=4, dropout=0.3,
                               num_classes=10 if a.cond else 0, time_scale=250.0)
-  c.consistency = ml_collections.ConfigDict({
-      "mode": "ict", "sigma_data": 0.5, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0,
-      "s0": 10, "s1": 1280, "mu0": 0.0, "num_points": 18,
-      "index_distribution": "lognormal", "distance": "pseudo_huber", "weighting": "ict",
-      "teacher_workdir": "", "teacher_solver": "heun"})
+  c.consistency = images.ict_consistency()
   c.sample = ml_collections.ConfigDict({"sampler": "consistency", "num_steps": a.sample_steps,
                                         "sigmas": (), "guidance_scale": 1.0})
-  c.train.num_steps = 400_000
-  c.train.batch_size = 1024
-  c.train.checkpoint_every = 10_000
-  c.train.log_every = 500
-  c.train.keep_every = 100_000
-  c.optim.lr = 1e-4
-  c.optim.grad_clip = 0.0
+  c.train.update(num_steps=400_000, batch_size=1024)
+  c.optim.update(lr=1e-4, grad_clip=0.0)
   c.ema_decay = 0.99993
-  c.eval.num_samples = 10_000
-  c.eval.plot_samples = 64
   if a.runlocal:
     images.shrink_for_runlocal(c)
   return c

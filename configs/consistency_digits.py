@@ -13,26 +13,16 @@ U-Net as configs/ddpm_digits.py. Measured run times and scores: docs/images.md.
 """
 
 from configs import images
-from configs.common import base_config, parse_arg
+from configs.common import parse_arg
 import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, dataset="digits", cond=False, guidance=1.0, sample_steps=2, steps=4000,
                 batch=128, lr=1e-3, channels=32, runlocal=False)
-  c = base_config()
-  c.family = "consistency"
-  c.data.name = a.dataset
-  c.data.pixel_range = "symmetric"
-  size = images.SHAPES[a.dataset][0]
-  c.model = images.unet(channels=a.channels, channel_mult=(1, 2), num_res_blocks=1,
-                        attention=(size // 2,), dropout=0.1, num_classes=10 if a.cond else 0,
-                        time_scale=250.0)  # c_noise = ln(sigma)/4 in [-1.55, 1.1]
-  c.consistency = ml_collections.ConfigDict({
-      "mode": "ict", "sigma_data": 0.5, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0,
-      "s0": 10, "s1": 1280, "mu0": 0.0, "num_points": 18,
-      "index_distribution": "lognormal", "distance": "pseudo_huber", "weighting": "ict",
-      "teacher_workdir": "", "teacher_solver": "heun"})
+  # time_scale: c_noise = ln(sigma)/4 in [-1.55, 1.1]
+  c = images.digits_config("consistency", a, time_scale=250.0)
+  c.consistency = images.ict_consistency()
   c.sample = ml_collections.ConfigDict({"sampler": "consistency", "num_steps": a.sample_steps,
                                         "sigmas": (), "guidance_scale": a.guidance})
   c.optim.grad_clip = 0.0  # iCT: no clipping (its weights reach ~1e3)

@@ -20,7 +20,7 @@ target should be theta- = stop_gradient(theta)); use mode=ict for short runs
 (docs/consistency.md has the measurements).
 """
 
-from configs.common import base_config, parse_arg
+from configs.common import base_config, parse_arg, runlocal
 import ml_collections
 
 _MODE_DEFAULTS = {
@@ -37,9 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if a.mode not in _MODE_DEFAULTS:
     raise ValueError(f"config argument mode must be one of {tuple(_MODE_DEFAULTS)}, got {a.mode!r}")
   s0, s1, mu0, index_distribution, distance, weighting = _MODE_DEFAULTS[a.mode]
-  c = base_config()
-  c.family = "consistency"
-  c.data.name = a.dataset
+  c = base_config("consistency", a.dataset)
   c.model = ml_collections.ConfigDict({"hidden": (256, 256, 256), "time_dim": 32,
                                        "time_scale": 100.0})
   c.consistency = ml_collections.ConfigDict({
@@ -53,22 +51,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   })
   c.sample = ml_collections.ConfigDict({"sampler": "consistency", "num_steps": 1,
                                         "sigmas": ()})   # e.g. (0.8,) for a 2-step tau_1
-  c.train.num_steps = a.steps
-  c.train.batch_size = a.batch
-  c.train.checkpoint_every = 2000
-  c.train.log_every = 250
-  c.optim.lr = a.lr
-  c.optim.grad_clip = 0.0
-  c.optim.schedule = "warmup_cosine"
-  c.optim.warmup_steps = 200
-  c.optim.final_lr_fraction = 0.05
+  c.train.update(num_steps=a.steps, batch_size=a.batch, checkpoint_every=2000, log_every=250)
+  c.optim.update(lr=a.lr, grad_clip=0.0, schedule="warmup_cosine", warmup_steps=200,
+                 final_lr_fraction=0.05)
   c.ema_decay = 0.999
   if a.runlocal:
-    c.train.num_steps = 12
-    c.train.checkpoint_every = 6
-    c.train.log_every = 4
-    c.optim.warmup_steps = 2
-    c.model.hidden = (32, 32)
-    c.eval.num_samples = 128
-    c.eval.plot_samples = 256
+    runlocal(c, num_steps=12, checkpoint_every=6, log_every=4, warmup_steps=2, num_samples=128,
+             plot_samples=256, model={"hidden": (32, 32)})
   return c

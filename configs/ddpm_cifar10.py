@@ -21,7 +21,7 @@ runlocal=true: a tiny U-Net for two steps (the tests run it on mocked data, 8 fa
 """
 
 from configs import images
-from configs.common import base_config, parse_arg
+from configs.common import parse_arg
 import ml_collections
 
 PAPERS = ("ddpm", "iddpm", "edm")
@@ -34,11 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if a.dataset not in ("cifar10", "mnist", "fashion_mnist", "celeb_a"):
     raise ValueError(f"config argument dataset must be cifar10 | mnist | fashion_mnist | "
                      f"celeb_a, got {a.dataset!r}")
-  c = base_config()
-  c.family = "diffusion"
-  c.data.name = a.dataset
-  c.data.pixel_range = "symmetric"
-  c.data.data_dir = ""
+  c = images.paper_config("diffusion", a.dataset)
   num_classes = 10 if a.cond else 0
   c.diffusion = ml_collections.ConfigDict({
       "schedule": "linear", "num_train_steps": 1000, "prediction": "eps", "weighting": "none",
@@ -50,16 +46,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                         "clip_x0": "static" if a.paper != "edm" else "none",
                                         "options": ""})
   c.train.batch_size = 128
-  c.train.checkpoint_every = 10_000
-  c.train.log_every = 500
-  c.train.keep_every = 100_000
-  c.optim.lr = 2e-4
-  c.optim.schedule = "constant"   # linear warmup, then constant, as in the papers
-  c.optim.warmup_steps = 5000
-  c.optim.grad_clip = 1.0
+  # linear warmup, then constant, as in the papers
+  c.optim.update(lr=2e-4, schedule="constant", warmup_steps=5000, grad_clip=1.0)
   c.ema_decay = 0.9999
-  c.eval.num_samples = 10_000
-  c.eval.plot_samples = 64
   if a.paper == "ddpm":
     c.model = images.paper_unet(a.dataset, dropout=0.1, num_classes=num_classes)
     c.train.num_steps = 800_000

@@ -15,7 +15,7 @@ amplify the eps error by ~1 / alpha(T)). Measured run times and scores: docs/ima
 """
 
 from configs import images
-from configs.common import base_config, parse_arg
+from configs.common import parse_arg
 import ml_collections
 
 
@@ -23,13 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, dataset="digits", cond=False, guidance=1.0, sampler="dpm_solver++",
                 sample_steps=25, clip="static", steps=3000, batch=128, lr=1e-3, channels=32,
                 runlocal=False)
-  c = base_config()
-  c.family = "diffusion"
-  c.data.name = a.dataset
-  c.data.pixel_range = "symmetric"
-  size = images.SHAPES[a.dataset][0]
-  c.model = images.unet(channels=a.channels, channel_mult=(1, 2), num_res_blocks=1,
-                        attention=(size // 2,), dropout=0.1, num_classes=10 if a.cond else 0)
+  c = images.digits_config("diffusion", a)
   c.diffusion = ml_collections.ConfigDict({
       "schedule": "cosine", "num_train_steps": 1000, "prediction": "eps",
       "weighting": "none", "t_sampler": "uniform", "min_snr_gamma": 5.0})

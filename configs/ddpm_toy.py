@@ -13,7 +13,7 @@ ancestral sampler over all 1000 steps. Fast alternatives at launch.sample time:
 `--sampler=dpm_solver++ --num_steps=10` (or 25), `--sampler=ddim --num_steps=50`.
 """
 
-from configs.common import base_config, parse_arg, product, sweep_arg
+from configs.common import base_config, parse_arg, product, sweep_arg, toy_schedule
 import ml_collections
 
 
@@ -21,9 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, dataset="moons", schedule="linear", prediction="eps", weighting="none",
                 sampler="ddpm", sample_steps=1000, steps=8000, batch=256, lr=2e-3,
                 runlocal=False)
-  c = base_config()
-  c.family = "diffusion"
-  c.data.name = a.dataset
+  c = base_config("diffusion", a.dataset)
   c.model = ml_collections.ConfigDict({"hidden": (256, 256, 256), "time_dim": 32})
   c.diffusion = ml_collections.ConfigDict({
       "schedule": a.schedule, "num_train_steps": 1000, "prediction": a.prediction,
@@ -31,22 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # options: options of config.sample.sampler only, "k=v,k2=v2" (e.g. "eta=1.0" for ddim).
   c.sample = ml_collections.ConfigDict({"sampler": a.sampler, "num_steps": a.sample_steps,
                                         "options": ""})
-  c.train.num_steps = a.steps
-  c.train.batch_size = a.batch
-  c.train.checkpoint_every = 1000
-  c.train.log_every = 200
-  c.optim.schedule = "warmup_cosine"
-  c.optim.warmup_steps = 200
-  c.optim.lr = a.lr
-  c.optim.final_lr_fraction = 0.05
-  if a.runlocal:
-    c.train.num_steps = 20
-    c.train.checkpoint_every = 10
-    c.train.log_every = 5
-    c.optim.warmup_steps = 2
-    c.model.hidden = (32, 32)
-    c.eval.num_samples = 200
-  return c
+  return toy_schedule(c, a, lr=a.lr)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

@@ -11,15 +11,14 @@ Optimizers: config.optim is the generator's, config.optim_critic the critic's
 For the WGAN-GP setting of Gulrajani et al. 2017 use configs/wgan_gp_toy.py.
 """
 
-from configs.common import base_config, parse_arg, product, sweep_arg, zip_
+from configs.common import (base_config, gan_optimizers, parse_arg, product, runlocal, sweep_arg,
+                            zip_)
 import ml_collections
 
 
 def build(a) -> ml_collections.ConfigDict:
   """The config from parsed arguments `a` (shared with configs/wgan_gp_toy.py)."""
-  c = base_config()
-  c.family = "gan"
-  c.data.name = a.dataset
+  c = base_config("gan", a.dataset)
   c.gan = ml_collections.ConfigDict({
       "loss": a.loss,
       "n_critic": a.n_critic,
@@ -34,27 +33,15 @@ def build(a) -> ml_collections.ConfigDict:
       "critic_hidden": (256, 256, 256), "critic_activation": "leaky_relu",
   })
   c.sample = ml_collections.ConfigDict({"sampler": "generator"})
-  c.train.num_steps = a.steps
-  c.train.batch_size = a.batch
-  c.train.checkpoint_every = 1000
-  c.train.log_every = 200
-  c.train.plot_every = a.plot_every
-  for section, lr in (("optim", a.lr), ("optim_critic", a.critic_lr)):
-    c[section] = ml_collections.ConfigDict({
-        "name": "adam", "lr": lr, "schedule": "constant", "warmup_steps": 0,
-        "final_lr_fraction": 0.0, "grad_clip": 0.0, "b1": a.b1, "b2": a.b2,
-        "weight_decay": 0.0})
+  c.train.update(num_steps=a.steps, batch_size=a.batch, checkpoint_every=1000, log_every=200,
+                 plot_every=a.plot_every)
+  gan_optimizers(c, lr=a.lr, critic_lr=a.critic_lr, b1=a.b1, b2=a.b2)
   c.ema_decay = 0.99   # generator EMA used for evaluation; GAN iterates oscillate
   c.eval.num_samples = 2000
   if a.runlocal:
-    c.train.num_steps = 10
-    c.train.checkpoint_every = 5
-    c.train.log_every = 5
-    c.train.plot_every = 0
-    c.model.generator_hidden = (32, 32)
-    c.model.critic_hidden = (32, 32)
-    c.eval.num_samples = 256
-    c.eval.plot_samples = 256
+    runlocal(c, num_steps=10, checkpoint_every=5, log_every=5, num_samples=256, plot_samples=256,
+             train={"plot_every": 0},
+             model={"generator_hidden": (32, 32), "critic_hidden": (32, 32)})
   return c
 
 

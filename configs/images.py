@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs.common import base_config, gan_optimizers, runlocal
+
 # Image shape of each data set after preprocessing (celeb_a: 140 crop -> 64x64).
 SHAPES = {"cifar10": (32, 32, 3), "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1),
           "celeb_a": (64, 64, 3), "digits": (8, 8, 1), "digits16": (16, 16, 1),
@@ -37,23 +39,76 @@ def paper_unet(dataset: str, **overrides):
   return unet(channel_mult=mult, attention=attention, **overrides)
 
 
+def paper_config(family: str, dataset: str) -> ml_collections.ConfigDict:
+  """The shared fields of the paper-scale U-Net configs ({cfm,consistency,ddpm}_cifar10.py).
+
+  tfds data in [-1, 1] (config.data.data_dir may point at prepared tfds data); checkpoints
+  every 10k steps, every 100k kept; evaluation on 10k samples, 64 plotted.
+  """
+  c = base_config(family, dataset, pixel_range="symmetric", data_dir="")
+  c.train.update(checkpoint_every=10_000, log_every=500, keep_every=100_000)
+  c.eval.update(num_samples=10_000, plot_samples=64)
+  return c
+
+
+def ict_consistency() -> ml_collections.ConfigDict:
+  """iCT's config.consistency section for images in [-1, 1] (Song & Dhariwal 2023).
+
+  sigma_data 0.5, sigma 0.002..80, rho 7, curriculum s0 = 10 -> s1 = 1280, log-normal
+  index, pseudo-Huber distance, weights 1/(s_{n+1} - s_n), no EMA target.
+  """
+  return ml_collections.ConfigDict({
+      "mode": "ict", "sigma_data": 0.5, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0,
+      "s0": 10, "s1": 1280, "mu0": 0.0, "num_points": 18,
+      "index_distribution": "lognormal", "distance": "pseudo_huber", "weighting": "ict",
+      "teacher_workdir": "", "teacher_solver": "heun"})
+
+
+def digits_config(family: str, a, **unet_overrides) -> ml_collections.ConfigDict:
+  """The base of the U-Net digits configs: data a.dataset in [-1, 1] and their U-Net.
+
+  a: the parsed config argument (dataset, channels, cond). U-Net a.channels x (1, 2), one
+  res block, attention at half the image size, dropout 0.1, 10 classes with a.cond.
+  """
+  c = base_config(family, a.dataset, pixel_range="symmetric")
+  c.model = unet(channels=a.channels, channel_mult=(1, 2), num_res_blocks=1,
+                 attention=(SHAPES[a.dataset][0] // 2,), dropout=0.1,
+                 num_classes=10 if a.cond else 0, **unet_overrides)
+  return c
+
+
+def wgan_gp_dcgan(a, *, channels: int, num_classes: int,
+                  lr_schedule: str) -> ml_collections.ConfigDict:
+  """The shared fields of the WGAN-GP DCGAN configs (configs/wgan_gp_{cifar10,digits}.py).
+
+  a: the parsed config argument (dataset, n_critic, latent, gp_lambda, lr, b1, b2, steps,
+  batch). Data in [-1, 1]; a per-example layer-norm generator and a critic without
+  normalisation; the same Adam for both players; generator EMA 0.999.
+  """
+  c = base_config("gan", a.dataset, pixel_range="symmetric")
+  c.gan = ml_collections.ConfigDict({
+      "loss": "wgan_gp", "n_critic": a.n_critic, "latent_dim": a.latent,
+      "gp_lambda": a.gp_lambda, "clip": 0.01})
+  c.model = ml_collections.ConfigDict({
+      "kind": "dcgan", "channels": channels, "generator_norm": "layer", "critic_norm": "none",
+      "num_classes": num_classes})
+  c.sample = ml_collections.ConfigDict({"sampler": "generator"})
+  c.train.update(num_steps=a.steps, batch_size=a.batch)
+  gan_optimizers(c, lr=a.lr, critic_lr=a.lr, b1=a.b1, b2=a.b2, schedule=lr_schedule)
+  c.ema_decay = 0.999
+  return c
+
+
 def digits_schedule(c: ml_collections.ConfigDict, a) -> ml_collections.ConfigDict:
   """The shared training / evaluation settings of the U-Net digits configs.
 
   a: the parsed config argument (steps, batch, lr, runlocal). Warmup + cosine to 5% of
   lr, EMA 0.999, evaluation on 297 samples (the held-out split: the FD reference).
   """
-  c.train.num_steps = a.steps
-  c.train.batch_size = a.batch
-  c.train.checkpoint_every = 1000
-  c.train.log_every = 100
-  c.optim.schedule = "warmup_cosine"
-  c.optim.warmup_steps = 100
-  c.optim.lr = a.lr
-  c.optim.final_lr_fraction = 0.05
+  c.train.update(num_steps=a.steps, batch_size=a.batch, checkpoint_every=1000, log_every=100)
+  c.optim.update(schedule="warmup_cosine", warmup_steps=100, lr=a.lr, final_lr_fraction=0.05)
   c.ema_decay = 0.999
-  c.eval.num_samples = 297
-  c.eval.plot_samples = 64
+  c.eval.update(num_samples=297, plot_samples=64)
   if a.runlocal:
     shrink_for_runlocal(c, steps=4)
     c.train.batch_size = 32
@@ -62,19 +117,10 @@ def digits_schedule(c: ml_collections.ConfigDict, a) -> ml_collections.ConfigDic
 
 def shrink_for_runlocal(c: ml_collections.ConfigDict, *, steps: int = 2) -> ml_collections.ConfigDict:
   """A tiny network and a couple of steps: the `runlocal=true` variant of a paper config."""
-  c.train.num_steps = steps
-  c.train.batch_size = 16
-  c.train.checkpoint_every = steps
-  c.train.log_every = 1
-  c.optim.warmup_steps = 0
-  if c.model.get("kind") == "unet":
-    c.model.channels = 8
-    c.model.channel_mult = (1, 2)
-    c.model.num_res_blocks = 1
-    c.model.attention_resolutions = ()
-  c.eval.num_samples = 16
-  c.eval.plot_samples = 16
-  c.log.progress = False
+  runlocal(c, num_steps=steps, batch_size=16, checkpoint_every=steps, log_every=1,
+           warmup_steps=0, num_samples=16, plot_samples=16, progress=False)
+  if "model" in c and c.model.get("kind") == "unet":
+    c.model.update(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=())
   if "sample" in c and "num_steps" in c.sample:
     c.sample.num_steps = min(c.sample.num_steps, 2)
   return c

@@ -35,10 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if a.dataset not in DATASETS:
     raise ValueError(f"dataset must be one of {DATASETS}, got {a.dataset!r}")
   size = images.SHAPES[a.dataset][0]
-  c = base_config()
-  c.family = "vae"
-  c.data.name = a.dataset
-  c.data.pixel_range = "unit"
+  c = base_config("vae", a.dataset, pixel_range="unit")
   c.vae = ml_collections.ConfigDict({
       "network": "conv",
       "channels": CHANNELS[size],
@@ -60,31 +57,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "eval_batch": 100,
   })
   c.sample = ml_collections.ConfigDict({"sampler": "mean"})
-  c.train.num_steps = a.steps
-  c.train.batch_size = a.batch
-  c.train.checkpoint_every = 5000
-  c.train.log_every = 100
-  c.optim.lr = a.lr
-  c.optim.schedule = "warmup_cosine"
-  c.optim.warmup_steps = 1000
-  c.optim.final_lr_fraction = 0.1
+  c.train.update(num_steps=a.steps, batch_size=a.batch, checkpoint_every=5000, log_every=100)
+  c.optim.update(lr=a.lr, schedule="warmup_cosine", warmup_steps=1000, final_lr_fraction=0.1)
   c.ema_decay = 0.999
-  c.eval.num_samples = 10_000
-  c.eval.plot_samples = 64
+  c.eval.update(num_samples=10_000, plot_samples=64)
   if a.runlocal:
-    c.train.num_steps = 2                 # as images.shrink_for_runlocal (which needs c.model)
-    c.train.batch_size = 16
-    c.train.checkpoint_every = 2
-    c.train.log_every = 1
-    c.optim.warmup_steps = 0
-    c.eval.num_samples = 16
-    c.eval.plot_samples = 16
-    c.log.progress = False
-    c.vae.channels = (8, 16)
-    c.vae.latent_dim = 8
-    c.vae.eval_k = (1, 5)
-    c.vae.nll_k = 20
-    c.vae.nll_chunk = 10
-    c.vae.eval_num = 16
-    c.vae.eval_batch = 8
+    images.shrink_for_runlocal(c)
+    c.vae.update(channels=(8, 16), latent_dim=8, eval_k=(1, 5), nll_k=20, nll_chunk=10,
+                 eval_num=16, eval_batch=8)
   return c

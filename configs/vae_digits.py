@@ -9,16 +9,14 @@ width, two layers), steps, batch, runlocal (a few steps, for tests).
 Defaults: 4000 steps of batch 128.
 """
 
-from configs.common import base_config, parse_arg, product, sweep_arg
+from configs.common import base_config, parse_arg, product, runlocal, sweep_arg
 import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, latent=2, beta=1.0, capacity=0.0, gamma=100.0, capacity_steps=5000, k=1,
                 kl="analytic", binary=True, hidden=128, steps=4000, batch=128, runlocal=False)
-  c = base_config()
-  c.family = "vae"
-  c.data.name = "digits_binary" if a.binary else "digits"
+  c = base_config("vae", "digits_binary" if a.binary else "digits")
   c.vae = ml_collections.ConfigDict({
       "latent_dim": a.latent,
       "hidden": (a.hidden, a.hidden),     # encoder widths; the decoder mirrors them
@@ -37,23 +35,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "eval_num": 297,                    # toy data only: held-out points (digits: the test split)
   })
   c.sample = ml_collections.ConfigDict({"sampler": "mean"})  # mean | sample
-  c.train.num_steps = a.steps
-  c.train.batch_size = a.batch
-  c.train.checkpoint_every = 2000
-  c.train.log_every = 500
-  c.optim.lr = 1e-3
-  c.optim.schedule = "cosine"
-  c.optim.final_lr_fraction = 0.1
+  c.train.update(num_steps=a.steps, batch_size=a.batch, checkpoint_every=2000, log_every=500)
+  c.optim.update(lr=1e-3, schedule="cosine", final_lr_fraction=0.1)
   c.ema_decay = 0.995
   c.eval.num_samples = 500
   if a.runlocal:
-    c.train.num_steps = 20
-    c.train.checkpoint_every = 10
-    c.train.log_every = 5
-    c.vae.hidden = (32, 32)
-    c.vae.nll_k = 200
-    c.vae.nll_chunk = 50
-    c.eval.num_samples = 64
+    runlocal(c, num_steps=20, checkpoint_every=10, log_every=5, num_samples=64,
+             vae={"hidden": (32, 32), "nll_k": 200, "nll_chunk": 50})
   return c
 
 

@@ -5,16 +5,14 @@ Arguments: dataset (research.data.toy names), latent, beta, k (IWAE samples in
 training), kl (analytic | mc), steps, batch, runlocal (a few steps, for tests).
 """
 
-from configs.common import base_config, parse_arg
+from configs.common import base_config, parse_arg, runlocal
 import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, dataset="moons", latent=2, beta=1.0, k=1, kl="analytic", steps=4000,
                 batch=256, runlocal=False)
-  c = base_config()
-  c.family = "vae"
-  c.data.name = a.dataset
+  c = base_config("vae", a.dataset)
   c.vae = ml_collections.ConfigDict({
       "latent_dim": a.latent,
       "hidden": (128, 128),
@@ -33,21 +31,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "eval_num": 2000,
   })
   c.sample = ml_collections.ConfigDict({"sampler": "mean"})  # mean | sample
-  c.train.num_steps = a.steps
-  c.train.batch_size = a.batch
-  c.train.checkpoint_every = 2000
-  c.train.log_every = 500
-  c.optim.lr = 1e-3
-  c.optim.schedule = "cosine"
-  c.optim.final_lr_fraction = 0.1
+  c.train.update(num_steps=a.steps, batch_size=a.batch, checkpoint_every=2000, log_every=500)
+  c.optim.update(lr=1e-3, schedule="cosine", final_lr_fraction=0.1)
   c.ema_decay = 0.995
   if a.runlocal:
-    c.train.num_steps = 20
-    c.train.checkpoint_every = 10
-    c.train.log_every = 5
-    c.vae.hidden = (32, 32)
-    c.vae.nll_k = 200
-    c.vae.nll_chunk = 50
-    c.vae.eval_num = 256
-    c.eval.num_samples = 200
+    runlocal(c, num_steps=20, checkpoint_every=10, log_every=5, num_samples=200,
+             vae={"hidden": (32, 32), "nll_k": 200, "nll_chunk": 50, "eval_num": 256})
   return c

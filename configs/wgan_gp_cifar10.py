@@ -19,7 +19,7 @@ generator's EMA (decay 0.999).
 """
 
 from configs import images
-from configs.common import base_config, parse_arg
+from configs.common import parse_arg
 import ml_collections
 
 DATASETS = ("cifar10", "mnist", "fashion_mnist", "celeb_a")
@@ -34,31 +34,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"dataset must be one of {DATASETS}, got {a.dataset!r}")
   if a.cond and not NUM_CLASSES[a.dataset]:
     raise ValueError(f"cond=true needs class labels; dataset {a.dataset!r} has none")
-  c = base_config()
-  c.family = "gan"
-  c.data.name = a.dataset
-  c.data.pixel_range = "symmetric"
-  c.gan = ml_collections.ConfigDict({
-      "loss": "wgan_gp", "n_critic": a.n_critic, "latent_dim": a.latent,
-      "gp_lambda": a.gp_lambda, "clip": 0.01})
-  channels = a.channels or (128 if a.dataset == "cifar10" else 64)
-  c.model = ml_collections.ConfigDict({
-      "kind": "dcgan", "channels": channels, "generator_norm": "layer", "critic_norm": "none",
-      "num_classes": NUM_CLASSES[a.dataset] if a.cond else 0})
-  c.sample = ml_collections.ConfigDict({"sampler": "generator"})
-  c.train.num_steps = a.steps
-  c.train.batch_size = a.batch
-  c.train.checkpoint_every = 5000
-  c.train.log_every = 100
-  c.train.plot_every = 10_000
-  for section in ("optim", "optim_critic"):
-    c[section] = ml_collections.ConfigDict({
-        "name": "adam", "lr": a.lr, "schedule": "linear", "warmup_steps": 0,
-        "final_lr_fraction": 0.0, "grad_clip": 0.0, "b1": a.b1, "b2": a.b2,
-        "weight_decay": 0.0})
-  c.ema_decay = 0.999
-  c.eval.num_samples = 10_000
-  c.eval.plot_samples = 64
+  c = images.wgan_gp_dcgan(a, channels=a.channels or (128 if a.dataset == "cifar10" else 64),
+                           num_classes=NUM_CLASSES[a.dataset] if a.cond else 0,
+                           lr_schedule="linear")
+  c.train.update(checkpoint_every=5000, log_every=100, plot_every=10_000)
+  c.eval.update(num_samples=10_000, plot_samples=64)
   if a.runlocal:
     images.shrink_for_runlocal(c, steps=2)
     c.model.channels = 8

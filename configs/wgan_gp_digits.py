@@ -15,7 +15,7 @@ generator iterations of batch 64, each with 5 critic updates.
 """
 
 from configs import images
-from configs.common import base_config, parse_arg
+from configs.common import parse_arg, runlocal
 import ml_collections
 
 
@@ -26,37 +26,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"dataset must be one of the digits sets "
                      f"{tuple(k for k in images.SHAPES if k.startswith('digits'))}, "
                      f"got {a.dataset!r} (use configs/wgan_gp_cifar10.py for tfds sets)")
-  c = base_config()
-  c.family = "gan"
-  c.data.name = a.dataset
-  c.data.pixel_range = "symmetric"
-  c.gan = ml_collections.ConfigDict({
-      "loss": "wgan_gp", "n_critic": a.n_critic, "latent_dim": a.latent,
-      "gp_lambda": a.gp_lambda, "clip": 0.01})
-  c.model = ml_collections.ConfigDict({
-      "kind": "dcgan", "channels": a.channels, "generator_norm": "layer",
-      "critic_norm": "none", "num_classes": 10 if a.cond else 0})
-  c.sample = ml_collections.ConfigDict({"sampler": "generator"})
-  c.train.num_steps = a.steps
-  c.train.batch_size = a.batch
-  c.train.checkpoint_every = 1000
-  c.train.log_every = 100
-  for section in ("optim", "optim_critic"):
-    c[section] = ml_collections.ConfigDict({
-        "name": "adam", "lr": a.lr, "schedule": "constant", "warmup_steps": 0,
-        "final_lr_fraction": 0.0, "grad_clip": 0.0, "b1": a.b1, "b2": a.b2,
-        "weight_decay": 0.0})
-  c.ema_decay = 0.999
-  c.eval.num_samples = 297        # the size of the held-out split: FD reference
-  c.eval.plot_samples = 64
+  c = images.wgan_gp_dcgan(a, channels=a.channels, num_classes=10 if a.cond else 0,
+                           lr_schedule="constant")
+  c.train.update(checkpoint_every=1000, log_every=100)
+  c.eval.update(num_samples=297, plot_samples=64)  # the held-out split: the FD reference
   if a.runlocal:
-    c.train.num_steps = 4
-    c.train.batch_size = 16
-    c.train.checkpoint_every = 2
-    c.train.log_every = 2
-    c.model.channels = 8
-    c.gan.latent_dim = 8
-    c.eval.num_samples = 64
-    c.eval.plot_samples = 16
-    c.log.progress = False
+    runlocal(c, num_steps=4, batch_size=16, checkpoint_every=2, log_every=2, num_samples=64,
+             plot_samples=16, progress=False, model={"channels": 8}, gan={"latent_dim": 8})
   return c

@@ -32,6 +32,11 @@ def _kept(filtered):
   return np.isfinite(np.asarray(filtered))
 
 
+def _assert_kept(filtered, expected):
+  """The entries a top-k / top-p filter kept (finite logits) are exactly `expected`."""
+  np.testing.assert_array_equal(_kept(filtered), expected)
+
+
 # ---------------------------------------------------------------- categorical
 def test_categorical_chi_square():
   probs = jnp.array([0.1, 0.2, 0.3, 0.4])
@@ -148,10 +153,8 @@ WORKED = np.array([0.5, 0.25, 0.15, 0.05, 0.03, 0.02])
 
 def test_top_k_worked_example_and_edges():
   logits = jnp.log(WORKED)
-  np.testing.assert_array_equal(_kept(discrete.top_k_filter(logits, 3)),
-                                [1, 1, 1, 0, 0, 0])
-  np.testing.assert_array_equal(_kept(discrete.top_k_filter(logits, 1)),
-                                [1, 0, 0, 0, 0, 0])
+  _assert_kept(discrete.top_k_filter(logits, 3), [1, 1, 1, 0, 0, 0])
+  _assert_kept(discrete.top_k_filter(logits, 1), [1, 0, 0, 0, 0, 0])
   assert _kept(discrete.top_k_filter(logits, 100)).all()
   kept = discrete.top_k_filter(logits, 3)
   np.testing.assert_array_equal(np.asarray(kept)[:3], np.asarray(logits)[:3])
@@ -160,23 +163,19 @@ def test_top_k_worked_example_and_edges():
 def test_top_k_ties_permuted_batched():
   logits = jnp.array([[0., 2., 1., 2., 2.],      # ties: the lower indices win
                       [5., -1., 3., NEG_INF, 4.]])
-  np.testing.assert_array_equal(_kept(discrete.top_k_filter(logits, 2)),
-                                [[0, 1, 0, 1, 0], [1, 0, 0, 0, 1]])
+  _assert_kept(discrete.top_k_filter(logits, 2), [[0, 1, 0, 1, 0], [1, 0, 0, 0, 1]])
   # -inf entries stay -inf even when k exceeds the number of finite entries.
-  np.testing.assert_array_equal(_kept(discrete.top_k_filter(logits, 5))[1],
-                                [1, 1, 1, 0, 1])
+  _assert_kept(discrete.top_k_filter(logits, 5)[1], [1, 1, 1, 0, 1])
 
 
 def test_top_p_worked_examples():
   logits = jnp.log(WORKED)
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(logits, 0.9)),
-                                [1, 1, 1, 0, 0, 0])
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(logits, 0.3)),
-                                [1, 0, 0, 0, 0, 0])
+  _assert_kept(discrete.top_p_filter(logits, 0.9), [1, 1, 1, 0, 0, 0])
+  _assert_kept(discrete.top_p_filter(logits, 0.3), [1, 0, 0, 0, 0, 0])
   tie = jnp.log(jnp.array([0.3, 0.3, 0.2, 0.1, 0.1]))
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(tie, 0.9)), [1, 1, 1, 1, 0])
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(tie, 0.5)), [1, 1, 0, 0, 0])
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(tie, 0.3)), [1, 0, 0, 0, 0])
+  _assert_kept(discrete.top_p_filter(tie, 0.9), [1, 1, 1, 1, 0])
+  _assert_kept(discrete.top_p_filter(tie, 0.5), [1, 1, 0, 0, 0])
+  _assert_kept(discrete.top_p_filter(tie, 0.3), [1, 0, 0, 0, 0])
   # Kept entries keep their logits.
   out = np.asarray(discrete.top_p_filter(tie, 0.9))
   np.testing.assert_array_equal(out[:4], np.asarray(tie)[:4])
@@ -186,10 +185,10 @@ def test_top_p_cumsum_rounding_below_p():
   # float32 cumsum gives 0.54999995 < 0.55 and 0.79999995 < 0.8 here; the exact
   # prefix mass reaches p, so no extra token may be kept.
   logits = jnp.log(jnp.array([0.3, 0.25, 0.25, 0.2]))
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(logits, 0.3)), [1, 0, 0, 0])
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(logits, 0.55)), [1, 1, 0, 0])
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(logits, 0.8)), [1, 1, 1, 0])
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(logits, 0.81)), [1, 1, 1, 1])
+  _assert_kept(discrete.top_p_filter(logits, 0.3), [1, 0, 0, 0])
+  _assert_kept(discrete.top_p_filter(logits, 0.55), [1, 1, 0, 0])
+  _assert_kept(discrete.top_p_filter(logits, 0.8), [1, 1, 1, 0])
+  _assert_kept(discrete.top_p_filter(logits, 0.81), [1, 1, 1, 1])
 
 
 def test_top_p_permuted_inputs_and_ties():
@@ -203,14 +202,13 @@ def test_top_p_permuted_inputs_and_ties():
 
 def test_top_p_neg_inf_p_one_and_at_least_one():
   logits = jnp.array([NEG_INF, 0., NEG_INF, 0., -100.])
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(logits, 0.6)), [0, 1, 0, 1, 0])
+  _assert_kept(discrete.top_p_filter(logits, 0.6), [0, 1, 0, 1, 0])
   # p = 1 keeps every finite entry, even with underflowing probability.
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(logits, 1.)), [0, 1, 0, 1, 1])
+  _assert_kept(discrete.top_p_filter(logits, 1.), [0, 1, 0, 1, 1])
   # Tiny p keeps exactly the argmax.
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(logits, 1e-9)), [0, 1, 0, 0, 0])
+  _assert_kept(discrete.top_p_filter(logits, 1e-9), [0, 1, 0, 0, 0])
   all_neg_inf_but_one = jnp.array([NEG_INF, NEG_INF, 1.])
-  np.testing.assert_array_equal(_kept(discrete.top_p_filter(all_neg_inf_but_one, 0.5)),
-                                [0, 0, 1])
+  _assert_kept(discrete.top_p_filter(all_neg_inf_but_one, 0.5), [0, 0, 1])
 
 
 def test_top_p_batched_rows_differ():

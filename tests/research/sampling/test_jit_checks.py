@@ -5,9 +5,9 @@ issue-13 "checks under jit" change (NaN / sentinel for invalid traced values,
 checkify checks): float32 outputs as uint32 bit patterns, int32 ids as ints.
 Each case is one call with the checked argument(s) passed concretely and, under
 ``jax.jit``, as tracers. The two paths differ by a few ulps for some cases
-(``TRACED_DIFFERENT``), already before the change: XLA compiles mean + std * z
-as a fused multiply-add and x / t as x * (1 / t), the eager ops round each
-step. (The invalid-value behaviour is tested in test_checks_under_jit.py.)
+(``TRACED_DIFFERENT`` holds the elements that differ), already before the
+change: XLA compiles mean + std * z as a fused multiply-add and x / t as
+x * (1 / t), the eager ops round each step. (The invalid-value behaviour is tested in test_checks_under_jit.py.)
 """
 import jax
 import jax.numpy as jnp
@@ -84,7 +84,26 @@ CASES = {
                                 np.array([0.3, 1.7, 2.9, 7.1], np.float32)),
 }
 
-# Computed by the implementation before the change (see the module docstring).
+def _bits(x):
+  x = np.asarray(x)
+  if x.dtype == np.float32:
+    return "f32", x.shape, [int(v) for v in x.view(np.uint32).ravel()]
+  assert x.dtype == np.int32, x.dtype
+  return "i32", x.shape, [int(v) for v in x.ravel()]
+
+
+def _kept(mask, logits=LOGITS):
+  """logits where mask is 1, else -inf: a top-k / top-p filter's (or temperature 0's) output."""
+  return np.where(np.array(mask, bool), logits, np.float32(-np.inf))
+
+
+def _one_hot(*classes):
+  """One float32 one-hot row of LOGITS' width per class: a hard Gumbel-softmax output."""
+  return np.eye(LOGITS.shape[1], dtype=np.float32)[list(classes)]
+
+
+# Computed by the implementation before the change (see the module docstring); the outputs
+# that are exactly LOGITS, masked LOGITS or one-hot are written as such.
 CONCRETE = {
     'categorical': ('i32', (8,), [2, 2, 2, 2, 3, 2, 3, 3]),
     'categorical_batched': ('i32', (4, 2), [0, 2, 0, 2, 0, 2, 1, 1]),
@@ -93,31 +112,11 @@ CONCRETE = {
         0x40892492, 0xc036db6e, 0x3fb6db6e, 0x3f36db6e, 0xbfb6db6e, 0xbfb6db6e,
         0x00000000, 0x00000000, 0x4064924a
     ]),
-    'apply_temperature_0': ('f32', (3, 5), [
-        0xff800000, 0xff800000, 0xff800000, 0x40000000, 0xff800000, 0xff800000,
-        0x40400000, 0xff800000, 0xff800000, 0xff800000, 0xff800000, 0xff800000,
-        0xff800000, 0xff800000, 0x40200000
-    ]),
-    'top_k_filter_2': ('f32', (3, 5), [
-        0x3fc00000, 0xff800000, 0xff800000, 0x40000000, 0xff800000, 0xff800000,
-        0x40400000, 0xff800000, 0x3f800000, 0xff800000, 0xff800000, 0xff800000,
-        0x00000000, 0xff800000, 0x40200000
-    ]),
-    'top_k_filter_9': ('f32', (3, 5), [
-        0x3fc00000, 0xbf000000, 0x3e800000, 0x40000000, 0xbf800000, 0x00000000,
-        0x40400000, 0xc0000000, 0x3f800000, 0x3f000000, 0xbf800000, 0xbf800000,
-        0x00000000, 0x00000000, 0x40200000
-    ]),
-    'top_p_filter_0.8': ('f32', (3, 5), [
-        0x3fc00000, 0xff800000, 0xff800000, 0x40000000, 0xff800000, 0xff800000,
-        0x40400000, 0xff800000, 0x3f800000, 0xff800000, 0xff800000, 0xff800000,
-        0xff800000, 0xff800000, 0x40200000
-    ]),
-    'top_p_filter_1': ('f32', (3, 5), [
-        0x3fc00000, 0xbf000000, 0x3e800000, 0x40000000, 0xbf800000, 0x00000000,
-        0x40400000, 0xc0000000, 0x3f800000, 0x3f000000, 0xbf800000, 0xbf800000,
-        0x00000000, 0x00000000, 0x40200000
-    ]),
+    'apply_temperature_0': _bits(_kept([[0, 0, 0, 1, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0, 1]])),
+    'top_k_filter_2': _bits(_kept([[1, 0, 0, 1, 0], [0, 1, 0, 1, 0], [0, 0, 1, 0, 1]])),
+    'top_k_filter_9': _bits(LOGITS),
+    'top_p_filter_0.8': _bits(_kept([[1, 0, 0, 1, 0], [0, 1, 0, 1, 0], [0, 0, 0, 0, 1]])),
+    'top_p_filter_1': _bits(LOGITS),
     'sample_logits_temperature': ('i32', (3,), [3, 1, 4]),
     'sample_logits_top_k': ('i32', (3,), [0, 3, 4]),
     'sample_logits_top_p': ('i32', (3,), [0, 1, 4]),
@@ -126,11 +125,7 @@ CONCRETE = {
         0x3f7375b4, 0x36c36b01, 0x3d0abc30, 0x3c61ea29, 0x38bfaf66, 0x38f73a0c,
         0x3ac14751, 0x39306a28, 0x3f7f869e
     ]),
-    'gumbel_softmax_hard': ('f32', (3, 5), [
-        0x00000000, 0x3f800000, 0x00000000, 0x00000000, 0x00000000, 0x00000000,
-        0x3f800000, 0x00000000, 0x00000000, 0x00000000, 0x00000000, 0x00000000,
-        0x00000000, 0x00000000, 0x3f800000
-    ]),
+    'gumbel_softmax_hard': _bits(_one_hot(1, 1, 4)),
     'uniform': ('f32', (6,), [
         0xbf0bf9ea, 0xbfc94a9c, 0x403f0f8d, 0x3fc8b783, 0xbf9c2f80, 0xbfae11aa
     ]),
@@ -156,21 +151,14 @@ CONCRETE = {
         0x3f764184, 0x37e6aff4, 0x3d0e6a58, 0x3b0ec822, 0x3c00b294, 0x3d6ceda3,
         0x3c0e23bf, 0x3d23e9fa, 0x3f62b72c
     ]),
-    'gumbel_softmax_hard_tau0.3': ('f32', (3, 5), [
-        0x3f800000, 0x00000000, 0x00000000, 0x00000000, 0x00000000, 0x00000000,
-        0x3f800000, 0x00000000, 0x00000000, 0x00000000, 0x00000000, 0x00000000,
-        0x00000000, 0x00000000, 0x3f800000
-    ]),
+    'gumbel_softmax_hard_tau0.3': _bits(_one_hot(0, 1, 4)),
     'apply_temperature_1.7': ('f32', (3, 5), [
         0x3f61e1e1, 0xbe969696, 0x3e169696, 0x3f969696, 0xbf169696, 0x00000000,
         0x3fe1e1e1, 0xbf969696, 0x3f169696, 0x3e969696, 0xbf169696, 0xbf169696,
         0x00000000, 0x00000000, 0x3fbc3c3c
     ]),
-    'top_p_filter_0.55': ('f32', (3, 5), [
-        0x3ee66667, 0xff800000, 0xff800000, 0x3f19999a, 0xff800000, 0xff800000,
-        0x3f666667, 0xff800000, 0x3e99999a, 0xff800000, 0xff800000, 0xff800000,
-        0x00000000, 0xff800000, 0x3f400000
-    ]),
+    'top_p_filter_0.55': _bits(
+        _kept([[1, 0, 0, 1, 0], [0, 1, 0, 1, 0], [0, 0, 1, 0, 1]], LOGITS * 0.3)),
     'sample_logits_batch': ('i32', (24,), [
         0, 1, 2, 0, 0, 0, 0, 3, 4, 1, 0, 3, 0, 0, 2, 3, 1, 4, 0, 1, 4, 3, 4, 4
     ]),
@@ -198,34 +186,21 @@ CONCRETE = {
         0x3fbce979, 0x3f0d957b, 0x3ed34e0a, 0x3d313728
     ]),
 }
+# The jit path's bits where they differ from CONCRETE: {flat index: uint32 bits}.
 TRACED_DIFFERENT = {
-    'normal': ('f32', (6,), [
-        0xc01ef0eb, 0x409626b7, 0x3f186fba, 0xbfc52200, 0xbf04cb1d, 0x4037ad03
-    ]),
-    'gumbel_softmax_tau3': ('f32', (3, 5), [
-        0x3eaa5719, 0x3df494f6, 0x3de96b70, 0x3e6abf72, 0x3e519225, 0x3e06d2c9,
-        0x3ec9d75e, 0x3d5a68c6, 0x3e678d09, 0x3e47573f, 0x3dd8b752, 0x3de21ab9,
-        0x3e2c3ec3, 0x3defe9be, 0x3eff31ad
-    ]),
-    'gumbel_softmax_tau0.7': ('f32', (3, 5), [
-        0x3e873aeb, 0x3eed5d19, 0x3c3c4321, 0x3e7c31bc, 0x3c6da0d6, 0x3a8e81a8,
-        0x3f764185, 0x37e6aff1, 0x3d0e6a56, 0x3b0ec820, 0x3c00b297, 0x3d6ceda3,
-        0x3c0e23bf, 0x3d23e9fa, 0x3f62b72c
-    ]),
-    'normal_std1.7': ('f32', (6,), [
-        0xbf9c4f6c, 0xbf115787, 0x40067442, 0x3fbe005d, 0x3f3a19dc, 0x3fa52002
-    ]),
-    'rsample_logistic_1.7': ('f32', (4,), [
-        0x3f96f761, 0xbf7e6949, 0xbf810bac, 0x3ff2c502
-    ]),
+    'normal': {1: 0x409626b7, 4: 0xbf04cb1d},
+    'gumbel_softmax_tau3': {2: 0x3de96b70, 7: 0x3d5a68c6, 10: 0x3dd8b752},
+    'gumbel_softmax_tau0.7': {4: 0x3c6da0d6, 5: 0x3a8e81a8, 6: 0x3f764185, 7: 0x37e6aff1,
+                              8: 0x3d0e6a56, 9: 0x3b0ec820, 10: 0x3c00b297},
+    'normal_std1.7': {1: 0xbf115787, 2: 0x40067442, 3: 0x3fbe005d, 4: 0x3f3a19dc},
+    'rsample_logistic_1.7': {1: 0xbf7e6949},
 }
 
-def _bits(x):
-  x = np.asarray(x)
-  if x.dtype == np.float32:
-    return "f32", x.shape, [int(v) for v in x.view(np.uint32).ravel()]
-  assert x.dtype == np.int32, x.dtype
-  return "i32", x.shape, [int(v) for v in x.ravel()]
+
+def _patched(expected, changes):
+  """expected (kind, shape, bits) with the bits at some flat indices replaced."""
+  kind, shape, bits = expected
+  return kind, shape, [changes.get(i, b) for i, b in enumerate(bits)]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -237,7 +212,7 @@ def test_concrete_outputs_bitwise_unchanged(name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_traced_outputs_bitwise_unchanged(name):
   fn, *args = CASES[name]
-  expected = TRACED_DIFFERENT.get(name, CONCRETE[name])
+  expected = _patched(CONCRETE[name], TRACED_DIFFERENT.get(name, {}))
   assert _bits(jax.jit(fn)(*args)) == expected
 
 
@@ -266,11 +241,8 @@ GRAD_EAGER = {
     "normal_std": ("f32", (), [0x420f347f]),
     "apply_temperature": ("f32", (), [0xbe892a97]),
 }
-# Fused multiply-add in the compiled gradient: one ulp from the eager value.
-GRAD_JIT_DIFFERENT = {
-    "rsample_gumbel": ("f32", (), [0x41060cc8]),
-    "normal_std": ("f32", (), [0x420f3480]),
-}
+# Fused multiply-add in the compiled gradient: one ulp from the eager value (as TRACED_DIFFERENT).
+GRAD_JIT_DIFFERENT = {"rsample_gumbel": {0: 0x41060cc8}, "normal_std": {0: 0x420f3480}}
 VMAP_TEMPERATURES = np.array([0.5, 1.0, 0.0, 2.0], np.float32)
 VMAP_APPLY_TEMPERATURE = ("f32", (4, 5), [
     0x40400000, 0xbf800000, 0x3f000000, 0x40800000, 0xc0000000, 0x3fc00000,
@@ -283,7 +255,7 @@ VMAP_APPLY_TEMPERATURE = ("f32", (4, 5), [
 def test_gradients_bitwise_unchanged(name):
   fn, arg = GRADS[name]
   assert _bits(jax.grad(fn)(arg)) == GRAD_EAGER[name]
-  expected = GRAD_JIT_DIFFERENT.get(name, GRAD_EAGER[name])
+  expected = _patched(GRAD_EAGER[name], GRAD_JIT_DIFFERENT.get(name, {}))
   assert _bits(jax.jit(jax.grad(fn))(arg)) == expected
 
 
