@@ -1,5 +1,6 @@
-"""Autoregressive decoding: the pure decode loop and its logit filters."""
-from research.autoregressive.decoding import Decoded, decode
-from research.autoregressive import filters
+"""Autoregressive models: the decode loop (decoding.py), its logit filters (filters.py) and a
+decoder-only transformer with a KV cache (transformer.py, attention.py).
 
-__all__ = ["Decoded", "decode", "filters"]
+Import the modules themselves (`from research.autoregressive.decoding import decode`), as
+for every package of research/: the package imports nothing, so its import graph stays a tree.
+"""

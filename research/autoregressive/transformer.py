@@ -18,7 +18,7 @@ token embeddings; attention is causal with grouped-query heads
                                                         -> (last_logits[B, V], cache)
 
 The step and prefill functions follow the contract of
-``research.autoregressive.decode``. The decode state is the ``KVCache`` alone:
+``research.autoregressive.decoding.decode``. The decode state is the ``KVCache`` alone:
 keys and values of the token at position p sit in cache slot p, and a query at
 position p attends to slots 0..p, so no other bookkeeping is needed (slots past
 p may hold stale or pad entries; they are masked, then overwritten when reached).

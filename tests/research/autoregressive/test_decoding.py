@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from research.autoregressive import Decoded, decode, filters
+from research.autoregressive import filters
+from research.autoregressive.decoding import Decoded, decode
 
 N = 20_000
 P_MIN = 1e-3          # chi-square p-value threshold (fixed keys: deterministic)

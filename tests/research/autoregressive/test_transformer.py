@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.autoregressive import decode
+from research.autoregressive.decoding import decode
 from research.autoregressive.transformer import (KVCache, TransformerConfig,
                                                  TransformerLM)
 
