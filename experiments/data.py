@@ -30,6 +30,9 @@ int32}, with `get_state()` for exact resume.
 | fashion_mnist | tfds fashion_mnist                       | (28, 28, 1)| 10      | 60000 / 10000|
 | cifar10       | tfds cifar10                             | (32, 32, 3)| 10      | 50000 / 10000|
 | celeb_a       | tfds celeb_a, centre crop 140, resize 64 | (64, 64, 3)| 0       | 162770 / 19962 |
+| us_surnames, us_first_names, tiny_shakespeare | character-level text (experiments/data_text.py) | (seq_len,) int32 tokens | 0 | by word / tfds splits |
+
+Every set has `modality`: "points" (toy), "images" or "text" (token sequences).
 
 The digits train split is the first 1500 images of scikit-learn's ordering, the
 test split the remaining 297, for every variant. Upsampling is bilinear
@@ -59,6 +62,7 @@ DIGITS_NAMES = ("digits", "digits_binary", "digits16", "digits32", "digits_pad16
 DIGITS_NUM_TRAIN = 1500
 DIGITS_NUM_CLASSES = 10
 TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "celeb_a")
+TEXT_NAMES = ("us_surnames", "us_first_names", "tiny_shakespeare")  # experiments/data_text.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +71,7 @@ class ToyDataset:
   name: str
   shape: tuple = (2,)
   num_classes: int = 0
+  modality: str = "points"
 
   def sample(self, key: jax.Array, n: int) -> jax.Array:
     """n i.i.d. points, a pure function of the key (jittable with n static)."""
@@ -116,6 +121,7 @@ class ArrayDataset:
   test_labels: np.ndarray
   pixel_range: str = "unit"
   num_classes: int = DIGITS_NUM_CLASSES
+  modality: str = "images"
 
   def __post_init__(self):
     check_pixel_range(self.pixel_range)
@@ -158,7 +164,7 @@ class ArrayDataset:
 
 def dataset_names() -> tuple[str, ...]:
   """Every name make_dataset accepts."""
-  return tuple(toy.NAMES) + DIGITS_NAMES + TFDS_NAMES
+  return tuple(toy.NAMES) + DIGITS_NAMES + TFDS_NAMES + TEXT_NAMES
 
 
 # Example shape of each in-memory image set (dataset_info reads it without loading).
@@ -177,6 +183,10 @@ class DatasetInfo:
   @property
   def image(self) -> bool:
     return len(self.shape) == 3
+
+  @property
+  def text(self) -> bool:
+    return self.name in TEXT_NAMES
 
 
 def dataset_info(data_config) -> DatasetInfo:
@@ -197,6 +207,9 @@ def dataset_info(data_config) -> DatasetInfo:
     from experiments import data_tfds  # tfds + grain only when asked for
     spec = data_tfds.SPECS[name]
     return DatasetInfo(name, tuple(spec.shape), spec.num_classes, pixel_range)
+  if name in TEXT_NAMES:
+    from experiments import data_text
+    return DatasetInfo(name, data_text.text_info_shape(data_config), 0, pixel_range)
   raise ValueError(f"config.data.name must be one of {dataset_names()}, got {name!r}")
 
 
@@ -221,4 +234,7 @@ def make_dataset(data_config):
     from experiments import data_tfds  # tfds + grain only when asked for
     return data_tfds.TfdsDataset(name, pixel_range=pixel_range,
                                  data_dir=data_config.get("data_dir"))
+  if name in TEXT_NAMES:
+    from experiments import data_text
+    return data_text.make_text_dataset(data_config)
   raise ValueError(f"config.data.name must be one of {dataset_names()}, got {name!r}")

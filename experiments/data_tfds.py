@@ -171,6 +171,7 @@ class TfdsDataset:
   Sources open lazily (`source(split)`), so constructing one reads nothing.
   """
   host_data = True
+  modality = "images"
 
   def __init__(self, name: str, *, pixel_range: str = "unit", data_dir: str | None = None):
     if name not in SPECS:

@@ -3,7 +3,8 @@
 Points (toy data): W2 / MMD / energy distance vs a fresh draw and the W2 of two
 data draws (the floor). Images: Fréchet distance, precision / recall in the
 feature space of the project's digits classifier (and class accuracy of
-class-conditional samples). Runs with num_seeds replicas report mean and std.
+class-conditional samples). Text: the family's own metrics only (held-out NLL,
+novelty; its `evaluate` hook). Runs with num_seeds replicas report mean and std.
 
     summary = evaluate(run, state_or_params, SampleRequest(...))    # a dict; writes nothing
     summary = evaluate_run(run, workdir, state, compile_s)          # + plots, eval.json
@@ -62,6 +63,12 @@ def image_metrics(key: jax.Array, samples: jax.Array, dataset, labels=None) -> d
   return {k: float(v) for k, v in out.items()}
 
 
+def modality_of(dataset) -> str | None:
+  """dataset.modality ("points" | "images" | "text"), else read off the example shape."""
+  default = {1: "points", 3: "images"}.get(len(dataset.shape))
+  return getattr(dataset, "modality", default)
+
+
 def _heldout_size(dataset) -> int:
   test = getattr(dataset, "test", None)
   return int(test.shape[0]) if test is not None else 10_000
@@ -69,8 +76,8 @@ def _heldout_size(dataset) -> int:
 
 def plot_samples(run, workdir: str, samples, step: int) -> str | None:
   """WORKDIR/samples_<step>.png: 2-D scatter beside a data draw, or an image grid (process 0)."""
-  if jax.process_index() != 0:
-    return None
+  if jax.process_index() != 0 or modality_of(run.dataset) == "text":
+    return None   # text samples are written by the family's figures hook
   from experiments import run_figures
   path = os.path.join(workdir, f"samples_{step:07d}.png")
   title = f"{run.config.family} on {run.config.data.name}, step {step}"
@@ -101,9 +108,10 @@ def evaluate_params(run, params, request: SampleRequest | None = None, *, replic
   summary = {"sample_seconds": time.perf_counter() - t0,
              **{k: (float(v) if np.ndim(v) == 0 else v) for k, v in stats.items()}}
   eval_key = jax.random.fold_in(run.keys_of(replica)["eval"], step)
-  if len(run.dataset.shape) == 1:
+  modality = modality_of(run.dataset)
+  if modality == "points":
     summary.update(sample_quality(eval_key, x, run.dataset))
-  elif len(run.dataset.shape) == 3:
+  elif modality == "images":
     summary.update(image_metrics(jax.random.fold_in(eval_key, 3), x, run.dataset, labels))
   if hasattr(run.family, "evaluate"):  # family-specific metrics (held-out ELBO, mode coverage, ...)
     summary.update(run.family.evaluate(params, jax.random.fold_in(eval_key, 1), run.dataset))

@@ -125,23 +125,26 @@ def sample_to_file(job: Job | str, out: str, *, num_samples: int, seed: int = 0,
   path = os.path.abspath(out if out.endswith(".npy") else out + ".npy")  # np.save's rule
   os.makedirs(os.path.dirname(path), exist_ok=True)
   np.save(path, x)
-  return {"out": path, "shape": list(x.shape), "step": job.step, "seconds": seconds,
+  info = {"out": path, "shape": list(x.shape), "step": job.step, "seconds": seconds,
           **{k: np.asarray(v).tolist() for k, v in stats.items()}}
+  if getattr(job.run.family, "kind", None) == "text":   # the samples as text, one per line
+    texts = job.run.family.to_text(x)
+    text_path = path[:-len(".npy")] + ".txt"
+    workdir_lib.atomic_write_text(text_path, "\n".join(texts) + "\n")
+    info.update(text_out=text_path, text=texts[:10])
+  return info
 
 
 def eval_filename(run: run_lib.Run, request: SampleRequest) -> str:
-  """eval_<sampler>_<num_steps>.json; eval_<sampler>.json for an adaptive solver (it picks
-  its own steps); eval_default.json for a family without samplers (GAN, VAE)."""
+  """eval_<tag>.json with the family's `describe(request)` tag (e.g. an adaptive solver or a
+  decoder: its name); else eval_<sampler>_<num_steps>.json; eval_default.json for a family
+  without samplers (GAN, VAE)."""
+  if hasattr(run.family, "describe"):
+    return f"eval_{run.family.describe(request)}.json"
   sample = run.config.get("sample", None)
   sampler = request.sampler or (sample.get("sampler") if sample is not None else None)
   if not sampler:
     return "eval_default.json"
-  adaptive = False
-  if run.config.family == "flow_matching":
-    from research.flow import ode
-    adaptive = not ode.spec(sampler).takes_num_steps
-  if adaptive:
-    return f"eval_{sampler}.json"
   return f"eval_{sampler}_{request.num_steps or sample.num_steps}.json"
 
 

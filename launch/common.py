@@ -126,6 +126,7 @@ def define_request_flags() -> None:
   flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale w >= 0 "
                      "(class-conditional models; default: the config's).")
   flags.DEFINE_string("labels", None, "Class labels: one int for all samples or one per sample.")
+  flags.DEFINE_string("prompt", None, "Text an autoregressive text model continues (every row).")
   flags.DEFINE_enum("clip_x0", None, ["none", "static", "dynamic"],
                     "Clip the implied x0 (diffusion on images in [-1, 1]).")
 
@@ -141,4 +142,4 @@ def request_from_flags(num_samples: int):
   labels = parse_labels(fl.labels, num_samples)
   return SampleRequest(sampler=fl.sampler, num_steps=fl.num_steps,
                        options=parse_options(fl.options), labels=labels,
-                       guidance_scale=fl.guidance_scale, clip_x0=fl.clip_x0)
+                       guidance_scale=fl.guidance_scale, clip_x0=fl.clip_x0, prompt=fl.prompt)

@@ -17,6 +17,7 @@ _FAMILIES = {
     "gan": "experiments.families.gan:GAN",
     "consistency": "experiments.families.consistency:Consistency",
     "diffusion": "experiments.families.diffusion:Diffusion",
+    "autoregressive": "experiments.families.autoregressive:Autoregressive",
 }
 
 

@@ -45,9 +45,9 @@ import jax.numpy as jnp
 from experiments import validation as check
 from experiments.data import dataset_info
 from experiments.families import networks
-from experiments.families.protocol import (Phase, SampleRequest, as_request, check_conditioning,
-                                           guidance_for, labels_for, refuse, refuse_given,
-                                           request_options, sampler_options)
+from experiments.families.protocol import (NO_PROMPT, Phase, SampleRequest, as_request,
+                                           check_conditioning, guidance_for, labels_for, refuse,
+                                           refuse_given, request_options, sampler_options)
 from research.diffusion import guidance as guidance_lib
 from research.diffusion import consistency as cm
 from research.diffusion import samplers
@@ -248,7 +248,8 @@ class Consistency:
     """(num_steps, sigmas or None) of a request, every field checked (nothing compiled)."""
     if request.sampler is not None and request.sampler != "consistency":
       refuse(self.name, "sampler", request.sampler, "its sampler is 'consistency'")
-    refuse_given(self.name, request, {"clip_x0": "a consistency function outputs x0 itself"})
+    refuse_given(self.name, request, {"clip_x0": "a consistency function outputs x0 itself",
+                                      **NO_PROMPT})
     check_conditioning(self.name, request, self.num_classes, n)
     spec = samplers.spec("consistency")
     options = request_options(spec, request, self.config, _fixed_options(spec))

@@ -46,9 +46,10 @@ import jax.numpy as jnp
 from experiments import validation as check
 from experiments.data import dataset_info
 from experiments.families import networks
-from experiments.families.protocol import (SampleRequest, as_request, check_conditioning,
-                                           guidance_for, labels_for, request_options,
-                                           sampler_options, sampler_spec)
+from experiments.families.protocol import (NO_PROMPT, SampleRequest, as_request,
+                                           check_conditioning, guidance_for, labels_for,
+                                           refuse_given, request_options, sampler_options,
+                                           sampler_spec)
 from research.diffusion import adapters, samplers
 from research.diffusion import schedules as schedules_lib
 from research.losses import diffusion as diffusion_loss_lib
@@ -168,6 +169,7 @@ class Diffusion:
     _check_clip_x0(clip_x0, self.config.data.get("pixel_range", "unit"),
                    "SampleRequest.clip_x0")
     check_conditioning(self.name, request, self.num_classes, n)
+    refuse_given(self.name, request, NO_PROMPT)
     return spec, num_steps, options, clip_x0
 
   def check_request(self, request: SampleRequest | None, n: int | None = None) -> None:

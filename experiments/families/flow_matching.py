@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from experiments import validation as check
 from experiments.data import dataset_info
 from experiments.families import networks
-from experiments.families.protocol import (SampleRequest, as_request, check_conditioning,
+from experiments.families.protocol import (NO_PROMPT, SampleRequest, as_request, check_conditioning,
                                            guidance_for, labels_for, refuse, refuse_given,
                                            request_options, sampler_options, sampler_spec)
 from research.diffusion import guidance as guidance_lib
@@ -92,13 +92,19 @@ class FlowMatching:
     if not spec.takes_num_steps and request.num_steps is not None:
       refuse(self.name, "num_steps", request.num_steps,
              f"the {spec.name!r} solver chooses its own steps")
-    refuse_given(self.name, request, {"clip_x0": "a flow has no x0 prediction to clip"})
+    refuse_given(self.name, request, {"clip_x0": "a flow has no x0 prediction to clip",
+                                      **NO_PROMPT})
     check_conditioning(self.name, request, self.num_classes, n)
     return spec, request.num_steps or s.num_steps, options
 
   def check_request(self, request: SampleRequest | None, n: int | None = None) -> None:
     """Every refusal of sample(): solver, num_steps (not for adaptive solvers), options, labels."""
     self._resolve(as_request(request), n)
+
+  def describe(self, request: SampleRequest) -> str:
+    """The evaluation file tag: <solver>_<num_steps>, or <solver> for an adaptive one."""
+    spec, num_steps, _ = self._resolve(as_request(request))
+    return f"{spec.name}_{num_steps}" if spec.takes_num_steps else spec.name
 
   def sample(self, params, key, n: int, request: SampleRequest | None = None):
     """Integrate the learned ODE from N(0, I) noise; returns (x1, {"nfe": ...}).

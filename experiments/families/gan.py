@@ -41,7 +41,7 @@ from flax import nnx
 from experiments import validation as check
 from experiments.data import dataset_info
 from experiments.families.protocol import Phase, SampleRequest, as_request, check_conditioning
-from experiments.families.protocol import labels_for, refuse_given
+from experiments.families.protocol import NO_PROMPT, labels_for, refuse_given
 from research.data import toy
 from research.losses import gan as gan_losses
 from research.metrics import modes
@@ -54,7 +54,7 @@ _ONE_PASS = "it samples in one generator pass"
 REFUSED = {"sampler": "its only sampler is the generator, config.sample.sampler='generator'",
            "num_steps": _ONE_PASS, "options": _ONE_PASS + ", which takes no options",
            "guidance_scale": "it has no classifier-free guidance",
-           "clip_x0": "it has no x0 prediction to clip"}
+           "clip_x0": "it has no x0 prediction to clip", **NO_PROMPT}
 
 
 def _check_dcgan(config) -> None:

@@ -25,6 +25,7 @@ Optional (the trainer and evaluation test `hasattr(family, hook)`; see OPTIONAL_
   after_step(params, step) -> params   refresh frozen groups (an EMA target network)
   evaluate(params, key, dataset) -> dict      family metrics added to the run's evaluation
   figures(params, key, workdir, step) -> [paths]   PNGs written at the end of a run
+  describe(request) -> str             the tag of eval_<tag>.json (default <sampler>_<num_steps>)
 
 A family refuses a request field it cannot honour with a ValueError naming it
 (`refuse`), e.g. "the gan family cannot honour SampleRequest.num_steps=10 (it
@@ -45,8 +46,11 @@ import jax.numpy as jnp
 
 from experiments import validation
 
-OPTIONAL_HOOKS = ("phases", "after_step", "evaluate", "figures")
-REQUEST_FIELDS = ("sampler", "num_steps", "options", "labels", "guidance_scale", "clip_x0")
+OPTIONAL_HOOKS = ("phases", "after_step", "evaluate", "figures", "describe")
+REQUEST_FIELDS = ("sampler", "num_steps", "options", "labels", "guidance_scale", "clip_x0",
+                  "prompt")
+# The refusal of a prompt, for every family that is not an autoregressive model of text.
+NO_PROMPT = {"prompt": "only an autoregressive model of text continues a prompt"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +61,8 @@ class SampleRequest:
   sampler (>= 1); options: the sampler's own options, a mapping or a
   "k=v,k2=v2" string (validated with the registry's spec.parse_options);
   labels: (n,) class labels of a class-conditional model; guidance_scale:
-  classifier-free guidance w >= 0; clip_x0: "none" | "static" | "dynamic".
+  classifier-free guidance w >= 0; clip_x0: "none" | "static" | "dynamic";
+  prompt: the text an autoregressive text model continues (every row).
   """
   sampler: str | None = None
   num_steps: int | None = None
@@ -65,6 +70,7 @@ class SampleRequest:
   labels: Any = None
   guidance_scale: float | None = None
   clip_x0: str | None = None
+  prompt: str | None = None
 
   def __post_init__(self):
     if self.sampler is not None:
@@ -78,6 +84,8 @@ class SampleRequest:
       validation.non_negative_number(self.guidance_scale, "SampleRequest.guidance_scale")
     if self.clip_x0 is not None:
       validation.non_empty_string(self.clip_x0, "SampleRequest.clip_x0")
+    if self.prompt is not None and not isinstance(self.prompt, str):
+      raise ValueError(f"SampleRequest.prompt must be a string, got {self.prompt!r}")
 
   @classmethod
   def of(cls, request: "SampleRequest | None" = None, **fields) -> "SampleRequest":

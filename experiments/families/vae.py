@@ -53,7 +53,8 @@ from flax import nnx
 
 from experiments import validation as check
 from experiments.data import dataset_info
-from experiments.families.protocol import SampleRequest, as_request, refuse, refuse_given
+from experiments.families.protocol import (NO_PROMPT, SampleRequest, as_request, refuse,
+                                           refuse_given)
 from research.losses import vae as vae_loss
 from research.nets.conv_vae import ConvDecoder, ConvEncoder
 from research.nets.mlp import functional
@@ -65,7 +66,7 @@ _EVAL_DRAWS = 100  # held-out L_k is averaged over ceil(_EVAL_DRAWS / k) indepen
 _ONE_PASS = "it samples in one decoder pass"
 REFUSED = {"num_steps": _ONE_PASS, "options": _ONE_PASS + ", which takes no options",
            "labels": "the VAE is unconditional", "guidance_scale": "the VAE is unconditional",
-           "clip_x0": "it has no x0 prediction to clip"}
+           "clip_x0": "it has no x0 prediction to clip", **NO_PROMPT}
 
 
 class VAE:
