@@ -38,7 +38,8 @@ value (which has no value to test) makes the affected rows' tokens and lengths
 -1 and log_probs NaN (a traced bad stop token: every row), and is a
 ``checkify.debug_check``.
 
-Not yet: beam search and speculative decoding.
+Beam search: ``research.autoregressive.beam``; speculative sampling:
+``research.autoregressive.speculative``.
 """
 import numbers
 import typing

@@ -16,6 +16,8 @@ token embeddings; attention is causal with grouped-query heads
   make_step_fn(params)    -> step_fn(cache, tokens[B], positions[B]) -> (logits[B, V], cache)
   make_prefill_fn(params) -> prefill_fn(cache, prompt[B, P], prompt_lengths[B])
                                                         -> (last_logits[B, V], cache)
+  make_chunk_fn(params)   -> chunk_fn(cache, tokens[B, K], positions[B, K])
+                                                        -> (logits[B, K, V], cache)
 
 The step and prefill functions follow the contract of
 ``research.autoregressive.decoding.decode``. The decode state is the ``KVCache`` alone:
@@ -341,3 +343,27 @@ class TransformerLM:
       return logits[jnp.arange(batch), last], cache
 
     return prefill_fn
+
+  def make_chunk_fn(self, params):
+    """chunk_fn(cache, tokens[B, K], positions[B, K]) -> (logits[B, K, V], cache).
+
+    K tokens per row in one call (the verify call of speculative decoding):
+    written at slot = position, then the query at position p attends to slots
+    0..p, so logits[:, k] are those of the sequence through tokens[:, k] given
+    the cache's earlier slots. Entries past the sequence the caller keeps
+    (rejected draft tokens) need no rollback as long as each later call starts
+    at or before the first of them: no query reads a slot past its own
+    position, and every slot up to it is rewritten before it is read.
+    """
+
+    def chunk_fn(cache, tokens, positions):
+      tokens = _check_int_array("tokens", tokens, 2)
+      positions = _check_int_array("positions", positions, 2)
+      batch = cache.keys.shape[1]
+      if tokens.shape[0] != batch or positions.shape != tokens.shape:
+        raise ValueError(f"TransformerLM chunk_fn: tokens and positions must "
+                         f"have the same shape ({batch}, K) (the cache's "
+                         f"batch), got {tokens.shape} and {positions.shape}")
+      return self._module(params).cached(tokens, positions, cache)
+
+    return chunk_fn
