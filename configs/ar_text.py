@@ -33,8 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample = ml_collections.ConfigDict({
       "sampler": "ancestral",
       "options": f"temperature={a.temperature},top_k={a.top_k},top_p={a.top_p}",
-      "prompt": a.prompt,
-      "max_new_tokens": 256,   # streams: at most the context minus the prompt
+      "prompt": a.prompt,      # samples are data-length: prompt + generated = seq_len
   })
   c.ar = ml_collections.ConfigDict({"eval_batch": 1024})
   c.train.update(num_steps=a.steps, batch_size=a.batch, checkpoint_every=1000, log_every=250)

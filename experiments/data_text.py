@@ -175,8 +175,14 @@ def word_dataset(name: str) -> TextDataset:
 
 def _tfds_text(name: str, split: str, data_dir) -> str:
   import tensorflow_datasets as tfds  # only when a tfds text set is asked for
-  source = tfds.data_source(name, split=split, data_dir=data_dir)
-  text = source[0]["text"]
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir)
+    text = source[0]["text"]
+  except Exception as e:  # not prepared, no network, ...  # noqa: BLE001
+    raise FileNotFoundError(
+        f"tfds {name!r} ({split}) cannot be read from data_dir={data_dir or 'tfds default'}: "
+        f"prepare it first (tfds build {name} --data_dir=DIR, then config.data.data_dir=DIR); "
+        f"{type(e).__name__}: {e}") from None
   return text.decode("utf-8") if isinstance(text, bytes) else str(text)
 
 

@@ -73,7 +73,8 @@ def transformer_config(model, vocab_size: int, max_len: int) -> TransformerConfi
         num_heads=model.num_heads, num_kv_heads=model.get("num_kv_heads", 0) or None,
         mlp_ratio=float(model.get("mlp_ratio", 4.0)), norm=model.get("norm", "rms"),
         positions=model.get("positions", "rope"),
-        tie_embeddings=bool(model.get("tie_embeddings", False)))
+        tie_embeddings=bool(model.get("tie_embeddings", False)),
+        dropout=float(model.get("dropout", 0.0)))
   except (ValueError, TypeError) as e:
     raise ValueError(f"config.model: {e}") from None
 
@@ -91,6 +92,7 @@ class Autoregressive:
       check.positive_int(m.get(field), f"config.model.{field}")
     check.non_negative_int(m.get("num_kv_heads", 0), "config.model.num_kv_heads")
     check.positive_number(m.get("mlp_ratio", 4.0), "config.model.mlp_ratio")
+    check.number_in(m.get("dropout", 0.0), "config.model.dropout", 0.0, 1.0)
     check.choice(m.get("norm", "rms"), NORMS, "config.model.norm")
     check.choice(m.get("positions", "rope"), POSITIONS, "config.model.positions")
     classes = check.non_negative_int(m.get("num_classes", 0), "config.model.num_classes")
@@ -106,7 +108,6 @@ class Autoregressive:
       if classes:
         raise ValueError(f"config.model.num_classes={classes}: the text sets have no labels")
       vocab, max_len = 256, info.shape[0] - 1   # the vocabulary is known only once loaded
-      check.positive_int(s.get("max_new_tokens", max_len), "config.sample.max_new_tokens")
       if s.get("prompt", "") and not isinstance(s.prompt, str):
         raise ValueError(f"config.sample.prompt must be a string, got {s.prompt!r}")
     transformer_config(m, vocab, max_len)
@@ -164,14 +165,15 @@ class Autoregressive:
         targets == self.dataset.boundary)
     return inputs, targets, ended_before == 0
 
-  def logits(self, params, inputs):
-    """[n, T, out_vocab] logits (images: restricted to the grey levels)."""
-    return self.lm.apply(params["lm"], inputs)[..., :self.out_vocab]
+  def logits(self, params, inputs, dropout_key=None):
+    """[n, T, out_vocab] logits (images: restricted to the grey levels); dropout_key turns
+    on config.model.dropout (training only)."""
+    return self.lm.apply(params["lm"], inputs, dropout_key=dropout_key)[..., :self.out_vocab]
 
   def loss(self, params, batch, key, step):
-    del key, step  # deterministic: no dropout, a fixed objective
+    del step  # a fixed objective; the key drives dropout only
     inputs, targets, mask = self.sequences(batch)
-    logp = likelihood.token_log_probs(self.logits(params, inputs), targets)
+    logp = likelihood.token_log_probs(self.logits(params, inputs, key), targets)
     nll = -jnp.sum(jnp.where(mask, logp, 0.0)) / jnp.sum(mask)
     return nll, {"nll": nll, "bits_per_token": nll / math.log(2.0)}
 
@@ -196,8 +198,7 @@ class Autoregressive:
       raise ValueError(f"{field} {text!r} is {len(chars)} characters, longer than the cache "
                        f"allows: the model's context is {self.max_len} tokens, so at most "
                        f"{self.max_len - (0 if self.dataset.stream else 1)} prompt characters")
-    want = int(s.get("max_new_tokens", room)) if self.dataset.stream else room
-    return prompt, min(want, room)
+    return prompt, room   # prompt + new tokens = seq_len, the length of a data example
 
   def _resolve(self, request: SampleRequest, n=None):
     spec = sampler_spec(decoders.spec, request.sampler or self.config.sample.sampler,
@@ -244,17 +245,19 @@ class Autoregressive:
     n = prompt.shape[0]
     stops = () if self.kind == "image" or self.dataset.stream else (self.dataset.boundary,)
     return decoders.get(decoder)(
-        key, step_fn, self.lm.init_cache(n, self.max_len), prompt,
+        key, step_fn, lambda rows: self.lm.init_cache(rows, self.max_len), prompt,
         jnp.full((n,), prompt.shape[1], jnp.int32), max_new_tokens=max_new_tokens,
-        stop_tokens=stops, pad_token=0, prefill_fn=prefill_fn, **controls, **dict(static))
+        stop_tokens=stops, pad_token=0, prefill_fn=prefill_fn, state_batch_axis=1,
+        **controls, **dict(static))
 
   def sample(self, params, key, n: int, request: SampleRequest | None = None):
     """n sequences from the model; returns (x, {"nfe", "mean_length"}).
 
     Images: (n, H, W, C) in the data's pixel range (conditional: labels from the request,
-    default 0, 1, ..., K-1, 0, ...). Text: (n, P + max_new_tokens) int32 tokens, the
-    prompt's characters then the generated ones (words: up to the seq_len - 1 tokens
-    after the opening "."; a word ends at its first 0); `to_text` turns them into strings.
+    default 0, 1, ..., K-1, 0, ...). Text: (n, seq_len) int32 tokens in the format of a
+    data example, the prompt then the generated tokens (words: the opening ".", the
+    prompt's characters, the rest up to the word's end, 0 after it); `to_text` turns
+    them into strings.
     request.options: the decoder's options (ancestral: temperature, top_k, top_p, min_p,
     repetition_penalty; beam: num_beams, length_penalty), passed as data except shapes.
     """
@@ -274,14 +277,14 @@ class Autoregressive:
     if self.kind == "image":
       unit = out.tokens.astype(jnp.float32) / (self.levels - 1)
       return from_unit(unit.reshape(n, *self.data_shape), self.pixel_range), stats
-    kept = prompt if self.dataset.stream else prompt[:, 1:]
-    return jnp.concatenate([kept, out.tokens], axis=1), stats
+    return jnp.concatenate([prompt, out.tokens], axis=1), stats
 
   def to_text(self, x) -> list[str]:
     """Strings of sampled text tokens (text models only)."""
     if self.kind != "text":
       raise ValueError("to_text: only a text model's samples are text")
-    return [self.dataset.decode(row) for row in np.asarray(x)]
+    start = 0 if self.dataset.stream else 1   # a word opens with the boundary token
+    return [self.dataset.decode(row[start:]) for row in np.asarray(x)]
 
   # -- evaluation ------------------------------------------------------------------------
   @functools.partial(jax.jit, static_argnames=("self",))

@@ -58,6 +58,10 @@ class TransformerConfig:
 
   num_kv_heads = None means num_heads (plain multi-head attention); the MLP
   hidden width is round(mlp_ratio * dim); max_len bounds positions and caches.
+  dropout: the rate of the residual dropout of GPT-2 (Radford et al. 2019;
+  Srivastava et al. 2014), on the input embeddings and on each attention and MLP
+  output before it joins the residual stream; active only when a dropout key is
+  given (training), never in cached decoding.
   """
   vocab_size: int
   max_len: int
@@ -71,6 +75,7 @@ class TransformerConfig:
   tie_embeddings: bool = False
   rope_base: float = 10_000.0
   norm_eps: float = 1e-6
+  dropout: float = 0.0
 
   def __post_init__(self):
     for name, low in (("vocab_size", 2), ("max_len", 1), ("dim", 1),
@@ -105,6 +110,9 @@ class TransformerConfig:
     if isinstance(self.norm_eps, bool) or not isinstance(
         self.norm_eps, numbers.Real) or not self.norm_eps > 0:
       _fail("norm_eps", "a real > 0", self.norm_eps)
+    if isinstance(self.dropout, bool) or not isinstance(
+        self.dropout, numbers.Real) or not 0 <= self.dropout < 1:
+      _fail("dropout", "a real in [0, 1)", self.dropout)
 
   @property
   def head_dim(self) -> int:
@@ -143,11 +151,20 @@ class Block(nnx.Module):
     self.mlp_in = linear(config.dim, hidden)
     self.mlp_out = linear(hidden, config.dim)
 
-  def __call__(self, h, positions, mask, cache=None):
+  def __call__(self, h, positions, mask, cache=None, dropout=None):
+    """dropout: None or (rate, key): residual dropout of both branch outputs."""
+    drop = (lambda x, i: x) if dropout is None else (
+        lambda x, i: _dropout(x, dropout[0], jax.random.fold_in(dropout[1], i)))
     out, kv = self.attn(self.attn_norm(h), positions, mask, cache)
-    h = h + out
-    h = h + self.mlp_out(jax.nn.gelu(self.mlp_in(self.mlp_norm(h))))
+    h = h + drop(out, 0)
+    h = h + drop(self.mlp_out(jax.nn.gelu(self.mlp_in(self.mlp_norm(h)))), 1)
     return h, kv
+
+
+def _dropout(x, rate, key):
+  """Inverted dropout: zero each entry with probability rate, scale the rest by 1 / (1 - rate)."""
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
 class Transformer(nnx.Module):
@@ -183,18 +200,24 @@ class Transformer(nnx.Module):
       x = x + self.position_embed(positions)
     return x
 
-  def from_embeddings(self, x, positions, key_mask):
-    """Full causal pass: slot t attends to slots s <= t with key_mask[s] True."""
+  def from_embeddings(self, x, positions, key_mask, dropout_key=None):
+    """Full causal pass: slot t attends to slots s <= t with key_mask[s] True;
+    residual dropout (config.dropout) when dropout_key is given."""
     length = x.shape[1]
     causal = jnp.tril(jnp.ones((length, length), jnp.bool_))
     mask = causal[None] & key_mask[:, None, :]
     h = self._inputs(x, positions)
-    for block in self.blocks:
-      h, _ = block(h, positions, mask)
+    rate = self.config.dropout
+    use = dropout_key is not None and rate > 0
+    if use:
+      h = _dropout(h, rate, jax.random.fold_in(dropout_key, len(self.blocks)))
+    for i, block in enumerate(self.blocks):
+      h, _ = block(h, positions, mask,
+                   dropout=(rate, jax.random.fold_in(dropout_key, i)) if use else None)
     return self._logits(h)
 
-  def __call__(self, tokens, positions, key_mask):
-    return self.from_embeddings(self.embed_tokens(tokens), positions, key_mask)
+  def __call__(self, tokens, positions, key_mask, dropout_key=None):
+    return self.from_embeddings(self.embed_tokens(tokens), positions, key_mask, dropout_key)
 
   def cached(self, tokens, positions, cache: KVCache):
     """Tokens [B, T] at positions [B, T], written at slot = position; a query
@@ -262,7 +285,7 @@ class TransformerLM:
     """Token embeddings [B, T, dim] of tokens [B, T] (the input of apply_embeddings)."""
     return self._module(params).embed_tokens(_check_int_array("tokens", tokens, 2))
 
-  def apply_embeddings(self, params, x, positions=None, key_mask=None):
+  def apply_embeddings(self, params, x, positions=None, key_mask=None, dropout_key=None):
     """Full causal pass from input embeddings x [B, T, dim]; see ``apply``."""
     x = jnp.asarray(x)
     if x.ndim != 3 or x.shape[2] != self.config.dim:
@@ -270,20 +293,21 @@ class TransformerLM:
                        f"{self.config.dim}], got {x.shape}")
     positions, key_mask = self._positions_and_mask(x.shape[:2], positions,
                                                    key_mask)
-    return self._module(params).from_embeddings(x, positions, key_mask)
+    return self._module(params).from_embeddings(x, positions, key_mask, dropout_key)
 
-  def apply(self, params, tokens, positions=None, key_mask=None):
+  def apply(self, params, tokens, positions=None, key_mask=None, dropout_key=None):
     """Logits [B, T, V] of the full causal pass over tokens [B, T].
 
     key_mask [B, T] bool (default all True) marks real tokens: no slot attends
     to a pad slot, so left- or right-padded rows give the logits of their
     unpadded sequences (pad slots' own logits are meaningless). positions [B, T]
     default to the index among the row's real tokens, max(cumsum(key_mask) - 1, 0).
+    dropout_key: a PRNG key turns on the residual dropout of config.dropout (training).
     """
     tokens = _check_int_array("tokens", tokens, 2)
     positions, key_mask = self._positions_and_mask(tokens.shape, positions,
                                                    key_mask)
-    return self._module(params)(tokens, positions, key_mask)
+    return self._module(params)(tokens, positions, key_mask, dropout_key)
 
   def init_cache(self, batch: int, max_len: int | None = None) -> KVCache:
     """Zero KV cache for batch rows and positions 0..max_len - 1 (default config.max_len)."""

@@ -123,7 +123,7 @@ def test_first_token_is_drawn_from_the_models_softmax(words_run):
   logits = np.asarray(family.lm.apply(params["lm"], jnp.zeros((1, 1), jnp.int32)))[0, 0]
   p = np.asarray(jax.nn.softmax(logits / 0.7), np.float64)
   p /= p.sum()
-  counts = np.bincount(np.asarray(x[:, 0]), minlength=p.size)
+  counts = np.bincount(np.asarray(x[:, 1]), minlength=p.size)   # x[:, 0] is the opening "."
   keep = p * n >= 5
   expected, observed = p[keep] * n, counts[keep]
   if not keep.all():   # pool the rare tokens into one cell
@@ -136,7 +136,7 @@ def test_text_samples_continue_the_prompt(words_run):
   family = words_run.family
   x, _ = family.sample(_params(words_run), jax.random.key(0), 8, SampleRequest(prompt="mc"))
   texts = family.to_text(x)
-  assert x.shape == (8, words_run.dataset.seq_len - 1)
+  assert x.shape == (8, *words_run.dataset.shape) and bool(jnp.all(x[:, 0] == 0))
   assert all(t.startswith("mc") for t in texts)
 
 
@@ -205,7 +205,6 @@ def test_tiny_shakespeare_streams_through_tfds_mock_data():
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=1, policy=tfds.testing.MockPolicy.USE_CODE):
     c = _config(ar_text, "runlocal=true,data=tiny_shakespeare,seq_len=8")
-    c.sample.max_new_tokens = 5
     run = run_lib.build(c)
     data = run.dataset
     assert data.stream and data.shape == (8,) and data.vocab == tuple(sorted(set(data.vocab)))
@@ -215,9 +214,31 @@ def test_tiny_shakespeare_streams_through_tfds_mock_data():
     loss, _ = run.family.loss(params, batch, jax.random.key(0), 0)
     assert np.isfinite(float(loss))
     x, _ = run.family.sample(params, jax.random.key(0), 3)
-    assert x.shape == (3, 6)   # a one-token prompt and 5 new tokens
+    assert x.shape == (3, 8)   # a one-token prompt and 7 new tokens: a data window
     prompt = data.decode(data.train[:2])
     x, _ = run.family.sample(params, jax.random.key(0), 2, SampleRequest(prompt=prompt))
     assert all(t.startswith(prompt) for t in run.family.to_text(x))
     out = run.family.evaluate(params, jax.random.key(0), data)
     assert "test_nats_per_char" in out and "samples_novel_fraction" not in out
+
+
+def _word_log_prob(family, params, x):
+  """log p of each sampled word (its characters and its end) under the model."""
+  inputs, targets, mask = family.sequences(x)
+  logp = family._log_probs(params, inputs, targets)
+  return np.asarray(jnp.sum(jnp.where(mask, logp, 0.0), axis=1))
+
+
+def test_beam_search_finds_words_at_least_as_likely_as_greedy(words_run):
+  family = words_run.family
+  params = _params(words_run, 4)
+  greedy, _ = family.sample(params, jax.random.key(0), 4,
+                            SampleRequest(options="temperature=0", prompt="ka"))
+  beam, _ = family.sample(params, jax.random.key(0), 4,
+                          SampleRequest(sampler="beam", options="num_beams=4,length_penalty=0",
+                                        prompt="ka"))
+  assert all(t.startswith("ka") for t in family.to_text(beam))
+  lp_greedy, lp_beam = (_word_log_prob(family, params, x) for x in (greedy, beam))
+  assert np.all(lp_beam >= lp_greedy - 1e-4)
+  with pytest.raises(ValueError, match="SampleRequest.options"):
+    family.check_request(SampleRequest(sampler="beam", options="num_beams=0"))

@@ -178,6 +178,11 @@ def test_dataset_info_matches_the_built_dataset_without_loading(name):
     from experiments import data_tfds
     assert tuple(data_tfds.SPECS) == data.TFDS_NAMES
     ds = data_tfds.TfdsDataset(name)   # opens nothing until read
+  elif name == "tiny_shakespeare":     # a tfds text stream: read here from mock records
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=1, policy=tfds.testing.MockPolicy.USE_CODE):
+      ds = data.make_dataset(ml_collections.ConfigDict({"name": name, "seq_len": 8}))
+    info = data.dataset_info(ml_collections.ConfigDict({"name": name, "seq_len": 8}))
   else:
     ds = data.make_dataset(config)
   assert info.shape == tuple(ds.shape) and info.num_classes == int(getattr(ds, "num_classes", 0))

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import cfm_toy, consistency_toy, ddpm_toy, gan_toy, vae_toy
+from configs import ar_text, cfm_toy, consistency_toy, ddpm_toy, gan_toy, vae_toy
 from experiments import data, families, run as run_lib, trainer
 from experiments.families import protocol
 from experiments.families.protocol import Family, Phase, SampleRequest
@@ -18,7 +18,7 @@ from research.flow import ode
 from tests.experiments.helpers import REPO
 
 CONFIGS = {"diffusion": ddpm_toy, "flow_matching": cfm_toy, "vae": vae_toy, "gan": gan_toy,
-           "consistency": consistency_toy}
+           "consistency": consistency_toy, "autoregressive": ar_text}
 
 
 def _config(name):
@@ -99,6 +99,14 @@ REFUSALS = [
     ("flow_matching", SampleRequest(sampler="nope"), r"SampleRequest.sampler.*'rk4', 'dopri5'"),
     ("consistency", SampleRequest(sampler="ddim"), "SampleRequest.sampler='ddim'"),
     ("consistency", SampleRequest(options={"rho": 7.0}), "only 'sigmas'"),
+    ("autoregressive", SampleRequest(num_steps=3), "SampleRequest.num_steps=3"),
+    ("autoregressive", SampleRequest(sampler="ddim"), r"SampleRequest.sampler.*'ancestral'"),
+    ("autoregressive", SampleRequest(options="top_p=2"), "SampleRequest.options.*top_p"),
+    ("autoregressive", SampleRequest(prompt="x" * 30), "SampleRequest.prompt"),
+    ("vae", SampleRequest(prompt="ab"), "vae family cannot honour SampleRequest.prompt"),
+    ("gan", SampleRequest(prompt="ab"), "SampleRequest.prompt"),
+    ("diffusion", SampleRequest(prompt="ab"), "SampleRequest.prompt"),
+    ("consistency", SampleRequest(prompt="ab"), "SampleRequest.prompt"),
 ]
 
 
@@ -123,6 +131,8 @@ def test_refusals_name_the_field_without_compiling(name, request_, match, monkey
     ("vae", SampleRequest(sampler="sample")),
     ("gan", SampleRequest()),
     ("consistency", SampleRequest(num_steps=2)),
+    ("autoregressive", SampleRequest(options="temperature=0.8,top_p=0.9", prompt="jo")),
+    ("autoregressive", SampleRequest(sampler="beam", options="num_beams=2")),
 ])
 def test_requests_a_family_can_honour_sample(name, request_):
   run = run_lib.build(_config(name))

@@ -14,6 +14,7 @@ CONFIGS = [
     ("vae_digits", "runlocal=true"),
     ("wgan_gp_toy", "runlocal=true"),
     ("consistency_toy", "runlocal=true,mode=ct"),
+    ("ar_digits", "runlocal=true,cond=true"),
 ]
 
 

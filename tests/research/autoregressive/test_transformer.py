@@ -197,6 +197,8 @@ def test_jitted_step_fn_compiles_once():
     (dict(rope_base=1.0), "rope_base"),
     (dict(norm_eps=0.0), "norm_eps"),
     (dict(vocab_size=True), "vocab_size"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(dropout=-0.1), "dropout"),
 ])
 def test_bad_config_raises_naming_the_field(overrides, name):
   with pytest.raises(ValueError, match=name):
@@ -217,3 +219,29 @@ def test_prompt_longer_than_cache_raises():
     model.init_cache(2, 25)                      # above config.max_len = 24
   with pytest.raises(ValueError, match="max_len"):
     model.apply(params, _tokens((1, 25)))
+
+
+def test_dropout_acts_only_with_a_key_and_keeps_causality():
+  model, params = _model(_config(dropout=0.3))
+  plain, _ = _model(_config(dropout=0.0))
+  tokens = _tokens((2, 10))
+  base = model.apply(params, tokens)
+  np.testing.assert_array_equal(base, plain.apply(params, tokens))   # no key: no dropout
+  a = model.apply(params, tokens, dropout_key=jax.random.key(1))
+  b = model.apply(params, tokens, dropout_key=jax.random.key(2))
+  assert float(jnp.max(jnp.abs(a - base))) > 1e-3 and float(jnp.max(jnp.abs(a - b))) > 1e-3
+  np.testing.assert_array_equal(a, model.apply(params, tokens, dropout_key=jax.random.key(1)))
+  # Causal with dropout on: changing token 6 leaves positions 0..5 as they were.
+  changed = tokens.at[:, 6].set((tokens[:, 6] % (V - 1)) + 1)
+  c = model.apply(params, changed, dropout_key=jax.random.key(1))
+  np.testing.assert_allclose(c[:, :6], a[:, :6], atol=ATOL)
+  # Rate 0 with a key is the deterministic pass.
+  np.testing.assert_array_equal(plain.apply(params, tokens, dropout_key=jax.random.key(1)), base)
+
+
+def test_inverted_dropout_keeps_the_mean():
+  from research.autoregressive.transformer import _dropout
+  x = jnp.ones((200_000,))
+  y = _dropout(x, 0.25, jax.random.key(0))
+  assert abs(float(jnp.mean(y)) - 1.0) < 0.01                   # 4.5 standard errors
+  assert abs(float(jnp.mean(y == 0)) - 0.25) < 0.005
