@@ -226,29 +226,45 @@ class Autoregressive:
     """The evaluation file tag of a request: the decoder's name."""
     return request.sampler or self.config.sample.sampler
 
-  def _step_fns(self, params):
-    step_fn, prefill_fn = self.lm.make_step_fn(params["lm"]), self.lm.make_prefill_fn(params["lm"])
-    if self.kind == "text":
-      return step_fn, prefill_fn
-    inside = jnp.arange(self.lm.config.vocab_size) < self.out_vocab
+  def decode_fns(self, params) -> dict:
+    """The model as the decoders see it: {"step_fn", "prefill_fn", "chunk_fn", "init_state",
+    "stop_tokens", "pad_token"} (research/autoregressive: decoding, beam, speculative).
+    Image models' logits are -inf outside the grey levels (the label tokens are input only)."""
+    lm = params["lm"]
+    fns = {"step_fn": self.lm.make_step_fn(lm), "prefill_fn": self.lm.make_prefill_fn(lm),
+           "chunk_fn": self.lm.make_chunk_fn(lm)}
+    if self.kind == "image":
+      inside = jnp.arange(self.lm.config.vocab_size) < self.out_vocab
 
-    def masked(fn):   # only grey levels can be drawn; the label tokens are input only
-      def wrapped(*args):
-        logits, state = fn(*args)
-        return jnp.where(inside, logits, -jnp.inf), state
-      return wrapped
-    return masked(step_fn), masked(prefill_fn)
+      def masked(fn):
+        def wrapped(*args):
+          logits, state = fn(*args)
+          return jnp.where(inside, logits, -jnp.inf), state
+        return wrapped
+      fns = {name: masked(fn) for name, fn in fns.items()}
+    stops = () if self.kind == "image" or self.dataset.stream else (self.dataset.boundary,)
+    return {**fns, "init_state": lambda rows, max_len=None: self.lm.init_cache(
+        rows, self.max_len if max_len is None else max_len), "stop_tokens": stops,
+            "pad_token": 0}
+
+  def prompt_for(self, n: int, request: SampleRequest | None = None):
+    """(prompt [n, P] int32, max_new_tokens) of a request: the first token (images: the
+    label's) or the opening boundary and the prompt's characters (text)."""
+    request = as_request(request)
+    _, _, prompt, max_new = self._resolve(request, n)
+    if self.kind == "image":
+      return self.first_tokens(n, labels_for(request, n, self.num_classes))[:, None], max_new
+    return jnp.broadcast_to(jnp.asarray(prompt, jnp.int32), (n, prompt.shape[0])), max_new
 
   @functools.partial(jax.jit, static_argnames=("self", "decoder", "max_new_tokens", "static"))
   def _decode(self, params, key, prompt, controls, *, decoder, max_new_tokens, static):
-    step_fn, prefill_fn = self._step_fns(params)
+    fns = self.decode_fns(params)
     n = prompt.shape[0]
-    stops = () if self.kind == "image" or self.dataset.stream else (self.dataset.boundary,)
     return decoders.get(decoder)(
-        key, step_fn, lambda rows: self.lm.init_cache(rows, self.max_len), prompt,
+        key, fns["step_fn"], fns["init_state"], prompt,
         jnp.full((n,), prompt.shape[1], jnp.int32), max_new_tokens=max_new_tokens,
-        stop_tokens=stops, pad_token=0, prefill_fn=prefill_fn, state_batch_axis=1,
-        **controls, **dict(static))
+        stop_tokens=fns["stop_tokens"], pad_token=0, prefill_fn=fns["prefill_fn"],
+        state_batch_axis=1, **controls, **dict(static))
 
   def sample(self, params, key, n: int, request: SampleRequest | None = None):
     """n sequences from the model; returns (x, {"nfe", "mean_length"}).
@@ -262,11 +278,8 @@ class Autoregressive:
     repetition_penalty; beam: num_beams, length_penalty), passed as data except shapes.
     """
     request = as_request(request)
-    spec, options, prompt, max_new = self._resolve(request, n)
-    if self.kind == "image":
-      prompt = self.first_tokens(n, labels_for(request, n, self.num_classes))[:, None]
-    else:
-      prompt = jnp.broadcast_to(jnp.asarray(prompt, jnp.int32), (n, prompt.shape[0]))
+    spec, options, _, _ = self._resolve(request, n)
+    prompt, max_new = self.prompt_for(n, request)
     options = {**spec.defaults, **options}   # one pytree structure: values never recompile
     static = tuple(sorted((k, v) for k, v in options.items() if k in STATIC_OPTIONS))
     controls = {k: jnp.asarray(v, jnp.int32 if isinstance(spec.defaults[k], int) else jnp.float32)
