@@ -3,8 +3,9 @@
 
 Usage: --config=configs/ar_digits.py:cond=true,steps=3000
 Arguments: cond (class-conditional), dim, layers, heads, kv_heads (0 = heads; fewer:
-grouped-query attention), positions (rope | learned), temperature / top_k / top_p (the
-ancestral decoder's defaults), steps, batch, lr, runlocal (a few steps, for tests).
+grouped-query attention), positions (rope | learned), dropout (residual), weight_decay,
+temperature / top_k / top_p (the ancestral decoder's defaults), steps, batch, lr,
+runlocal (a few steps, for tests).
 
 Same train / held-out split as every digits family (1500 / 297). Evaluation: held-out
 bits/dim with its standard error beside the uniform (log2 17 = 4.09), per-pixel marginal
@@ -17,13 +18,14 @@ import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, cond=False, dim=96, layers=4, heads=4, kv_heads=0, positions="rope",
-                temperature=1.0, top_k=0, top_p=1.0, steps=3000, batch=64, lr=2e-3,
-                runlocal=False)
+  a = parse_arg(arg, cond=False, dim=64, layers=3, heads=4, kv_heads=0, positions="rope",
+                dropout=0.25, temperature=1.0, top_k=0, top_p=1.0, steps=3000, batch=64,
+                lr=2e-3, weight_decay=0.1, runlocal=False)
   c = base_config("autoregressive", "digits")
   c.model = ml_collections.ConfigDict({
       "dim": a.dim, "num_layers": a.layers, "num_heads": a.heads, "num_kv_heads": a.kv_heads,
       "mlp_ratio": 4.0, "norm": "rms", "positions": a.positions, "tie_embeddings": False,
+      "dropout": a.dropout,                  # 1500 images overfit fast without it
       "levels": 17,                          # grey levels p / 16 -> token p
       "num_classes": 10 if a.cond else 0,    # > 0: the label is the first token
   })
@@ -33,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.ar = ml_collections.ConfigDict({"eval_batch": 297})
   c.train.update(num_steps=a.steps, batch_size=a.batch, checkpoint_every=1000, log_every=250)
   c.optim.update(lr=a.lr, schedule="warmup_cosine", warmup_steps=200, final_lr_fraction=0.05,
-                 name="adamw", weight_decay=0.01, b2=0.99)
+                 name="adamw", weight_decay=a.weight_decay, b2=0.99)
   c.ema_decay = 0.999
   c.eval.num_samples = 1000
   if a.runlocal:
