@@ -1,9 +1,12 @@
 """Sample: python -m launch.sample --workdir=DIR --out=FILE.npy [--num_samples=N --seed=S
 --sampler=NAME --num_steps=K --options=key=value,... --guidance_scale=W --labels=L[,L...]
---clip_x0=none|static|dynamic --replica=I].
+--clip_x0=none|static|dynamic --prompt=TEXT --replica=I].
 
 Restores the latest checkpoint's EMA params and writes the samples to FILE.npy; prints
-a JSON summary (the path written, shape, step, NFE, seconds). Every flag is checked,
+a JSON summary (the path written, shape, step, NFE, seconds). Autoregressive models take
+their decoder (--sampler=ancestral|beam) and its controls as options
+(--options=temperature=0.8,top_p=0.9), a text model also --prompt; text samples are
+written as FILE.txt too, one per line. Every flag is checked,
 and the request against the family and the sampler registry, before anything
 compiles: a user error prints one line `error: ...` and exits with status 2.
 """
