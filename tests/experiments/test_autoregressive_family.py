@@ -1,5 +1,6 @@
 """The autoregressive family: config checks, tokenisation, loss, sampling, evaluation."""
 
+import json
 import math
 
 import jax
@@ -242,3 +243,21 @@ def test_beam_search_finds_words_at_least_as_likely_as_greedy(words_run):
   assert np.all(lp_beam >= lp_greedy - 1e-4)
   with pytest.raises(ValueError, match="SampleRequest.options"):
     family.check_request(SampleRequest(sampler="beam", options="num_beams=0"))
+
+
+def test_two_seeds_train_in_one_program_sharded_over_eight_devices(tmp_path, monkeypatch):
+  from experiments import evaluation, sweep, trainer
+  assert jax.device_count() == 8
+  c = _config(ar_digits, "runlocal=true,cond=true")
+  c.num_seeds = 2
+  c.train.update(num_steps=4, checkpoint_every=4, log_every=2)
+  c.eval.num_samples = 16
+  monkeypatch.setattr(evaluation, "image_metrics", lambda *a, **k: {})   # no classifier here
+  trainer.train_and_evaluate(c, str(tmp_path / "run"))
+  out = json.loads((tmp_path / "run" / "eval.json").read_text())
+  per_seed = out["per_seed"]["test_bits_per_dim"]
+  assert len(per_seed) == 2 and per_seed[0] != per_seed[1]
+  # The sweeps of both configs plan cleanly (every override names a real field).
+  for name in ("configs/ar_digits.py:runlocal=true", "configs/ar_text.py:runlocal=true",
+               "configs/ar_digits.py", "configs/ar_text.py"):
+    assert sweep.plan(name).points
