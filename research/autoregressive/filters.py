@@ -118,10 +118,14 @@ def filter_logits(logits, seen, *, temperature, top_k, top_p, min_p,
   """The fixed order: penalty, temperature, top-k, top-p, min-p ([B] controls).
 
   Returns the truncated logits; the sampling distribution is their softmax.
+  The sorting filters run only when some row has them on (``lax.cond``; a filter
+  that is off in every row returns its input unchanged, so the result is the same
+  bits either way), which keeps greedy and plain sampling free of the sorts.
   """
   out = apply_repetition_penalty(jnp.asarray(logits, _FLOAT), seen,
                                  repetition_penalty)
   out = apply_temperature(out, temperature)
-  out = top_k_filter(out, top_k)
-  out = top_p_filter(out, top_p)
+  k, p = jnp.asarray(top_k), jnp.asarray(top_p)
+  out = jax.lax.cond(jnp.any(k > 0), lambda x: top_k_filter(x, k), lambda x: x, out)
+  out = jax.lax.cond(jnp.any(p < 1), lambda x: top_p_filter(x, p), lambda x: x, out)
   return min_p_filter(out, min_p)
