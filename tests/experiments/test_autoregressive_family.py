@@ -245,6 +245,7 @@ def test_beam_search_finds_words_at_least_as_likely_as_greedy(words_run):
     family.check_request(SampleRequest(sampler="beam", options="num_beams=0"))
 
 
+@pytest.mark.slow   # a second runlocal training (the default suite has the launcher one)
 def test_two_seeds_train_in_one_program_sharded_over_eight_devices(tmp_path, monkeypatch):
   from experiments import evaluation, sweep, trainer
   assert jax.device_count() == 8

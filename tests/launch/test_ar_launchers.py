@@ -41,9 +41,7 @@ def test_evaluate_writes_the_decoders_file(text_workdir):
 
 @pytest.mark.parametrize("flags, needles", [
     (["--options=top_p=1.5"], ["top_p"]),
-    (["--options=temperature=-1"], ["temperature"]),
     (["--prompt=" + "a" * 40], ["SampleRequest.prompt", "longer than the cache"]),
-    (["--prompt=a?"], ["SampleRequest.prompt", "outside"]),
     (["--num_steps=4"], ["SampleRequest.num_steps=4"]),
 ])
 def test_bad_decode_flags_are_one_line_errors(text_workdir, tmp_path, flags, needles):
