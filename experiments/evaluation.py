@@ -113,6 +113,8 @@ def evaluate_params(run, params, request: SampleRequest | None = None, *, replic
     summary.update(sample_quality(eval_key, x, run.dataset))
   elif modality == "images":
     summary.update(image_metrics(jax.random.fold_in(eval_key, 3), x, run.dataset, labels))
+  if hasattr(run.family, "sample_metrics"):  # family metrics of these samples (text novelty)
+    summary.update(run.family.sample_metrics(x))
   if hasattr(run.family, "evaluate"):  # family-specific metrics (held-out ELBO, mode coverage, ...)
     summary.update(run.family.evaluate(params, jax.random.fold_in(eval_key, 1), run.dataset))
   if plot and workdir is not None:

@@ -223,8 +223,15 @@ class Autoregressive:
     self._resolve(as_request(request), n)
 
   def describe(self, request: SampleRequest) -> str:
-    """The evaluation file tag of a request: the decoder's name."""
-    return request.sampler or self.config.sample.sampler
+    """The evaluation file tag of a request: the decoder's name and the options asked for,
+    e.g. "ancestral_temperature0.8_top_p0.9" (the config's own options: the name alone)."""
+    request = as_request(request)
+    spec = sampler_spec(decoders.spec, request.sampler or self.config.sample.sampler,
+                        "SampleRequest.sampler")
+    if not request.options:
+      return spec.name
+    options = sampler_options(spec, request.options, "SampleRequest.options")
+    return "_".join([spec.name] + [f"{k}{v}" for k, v in sorted(options.items())])
 
   def decode_fns(self, params) -> dict:
     """The model as the decoders see it: {"step_fn", "prefill_fn", "chunk_fn", "init_state",
@@ -355,8 +362,8 @@ class Autoregressive:
     return self._baselines
 
   def evaluate(self, params, key, dataset) -> dict:
-    """Held-out NLL with its standard error, the baselines, and (word lists) novelty."""
-    del dataset  # the family's own (the same object)
+    """Held-out NLL with its standard error on test and on a train subset, and the baselines."""
+    del key, dataset  # deterministic; the family's own data set
     unit, suffix = ("bits", "bits_per_dim") if self.kind == "image" else ("nats", "nats_per_char")
     out, num_test = {}, None
     for split in ("test", "train"):   # train: a subset of the test size (the generalisation gap)
@@ -367,13 +374,13 @@ class Autoregressive:
       out[f"{split}_{suffix}_stderr"] = getattr(summary, f"{unit}_stderr")
     for name, summary in self.baselines().items():
       out[f"baseline_{name}_{suffix}"] = getattr(summary, unit)
-    if self.kind == "text" and not self.dataset.stream:
-      out.update(self.word_novelty(params, key, self.config.eval.num_samples))
     return out
 
-  def word_novelty(self, params, key, n: int) -> dict:
-    """Fractions of n sampled words (config defaults) that are new / real held-out words."""
-    x, _ = self.sample(params, key, n)
+  def sample_metrics(self, x) -> dict:
+    """Word models: the fractions of the sampled words x that are new (not in the train
+    list), real held-out words (in the test list) and unique; their mean length."""
+    if self.kind != "text" or self.dataset.stream:
+      return {}
     words = self.to_text(x)
     train = set(self.dataset.words["train"])
     test = set(self.dataset.words["test"])

@@ -24,6 +24,7 @@ Optional (the trainer and evaluation test `hasattr(family, hook)`; see OPTIONAL_
                                        trainer trains all params on family.loss in one phase
   after_step(params, step) -> params   refresh frozen groups (an EMA target network)
   evaluate(params, key, dataset) -> dict      family metrics added to the run's evaluation
+  sample_metrics(x) -> dict            family metrics of the samples the evaluation drew
   figures(params, key, workdir, step) -> [paths]   PNGs written at the end of a run
   describe(request) -> str             the tag of eval_<tag>.json (default <sampler>_<num_steps>)
 
@@ -46,7 +47,7 @@ import jax.numpy as jnp
 
 from experiments import validation
 
-OPTIONAL_HOOKS = ("phases", "after_step", "evaluate", "figures", "describe")
+OPTIONAL_HOOKS = ("phases", "after_step", "evaluate", "figures", "describe", "sample_metrics")
 REQUEST_FIELDS = ("sampler", "num_steps", "options", "labels", "guidance_scale", "clip_x0",
                   "prompt")
 # The refusal of a prompt, for every family that is not an autoregressive model of text.

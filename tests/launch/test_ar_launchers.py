@@ -34,7 +34,7 @@ def test_evaluate_writes_the_decoders_file(text_workdir):
   proc = launch("launch.evaluate", f"--workdir={text_workdir}", "--sampler=beam",
                 "--options=num_beams=2", "--num_samples=16")
   assert proc.returncode == 0, proc.stderr[-3000:]
-  summary = json.loads((text_workdir / "eval_beam.json").read_text())
+  summary = json.loads((text_workdir / "eval_beam_num_beams2.json").read_text())
   assert summary["test_nats_per_char"] > summary["baseline_bigram_nats_per_char"] * 0.5
   assert summary["options"]["options"] == {"num_beams": "2"}
 
