@@ -3,7 +3,7 @@ names, or tiny_shakespeare (tfds, read with tfds.data_source; needs the data pre
 
 Usage: --config=configs/ar_text.py:data=us_surnames,steps=3000
 Arguments: data (us_surnames | us_first_names | tiny_shakespeare), dim, layers, heads,
-kv_heads (0 = heads), positions (rope | learned), seq_len (tiny_shakespeare windows),
+kv_heads (0 = heads), positions (rope | learned), dropout (residual), seq_len (tiny_shakespeare windows),
 temperature / top_k / top_p (the ancestral decoder's defaults), prompt (the default prompt
 of samples), steps, batch, lr, runlocal (a few steps, for tests).
 
@@ -19,16 +19,16 @@ import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, data="us_surnames", dim=128, layers=4, heads=4, kv_heads=0,
-                positions="rope", seq_len=129, temperature=1.0, top_k=0, top_p=1.0, prompt="",
-                steps=3000, batch=128, lr=2e-3, runlocal=False)
+  a = parse_arg(arg, data="us_surnames", dim=96, layers=3, heads=4, kv_heads=0,
+                positions="rope", dropout=0.1, seq_len=129, temperature=1.0, top_k=0, top_p=1.0,
+                prompt="", steps=3000, batch=128, lr=2e-3, runlocal=False)
   c = base_config("autoregressive", a.data)
   if a.data == "tiny_shakespeare":
     c.data.seq_len = a.seq_len
   c.model = ml_collections.ConfigDict({
       "dim": a.dim, "num_layers": a.layers, "num_heads": a.heads, "num_kv_heads": a.kv_heads,
       "mlp_ratio": 4.0, "norm": "rms", "positions": a.positions, "tie_embeddings": False,
-      "num_classes": 0,
+      "dropout": a.dropout, "num_classes": 0,
   })
   c.sample = ml_collections.ConfigDict({
       "sampler": "ancestral",
