@@ -81,6 +81,8 @@ def main(argv):
     t0 = time.perf_counter()
     summary = figures.run(name, out, quick=FLAGS.quick)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
+    if "table" in summary:       # a sweep's Markdown table (ar_sampling)
+      print(summary.pop("table"))
     print(f"{name}: {json.dumps(summary, default=str)}")
 
 

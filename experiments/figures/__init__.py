@@ -39,6 +39,10 @@ FIGURES: dict[str, tuple[str, str]] = {
                                                          "several NFE"),
     "langevin": ("langevin", "annealed Langevin dynamics trajectories on a 2-D mixture's exact "
                              "score"),
+    "ar_sampling": ("ar_sampling", "temperature and top-p sweep of the class-conditional "
+                                   "autoregressive digits model: diversity vs class accuracy"),
+    "ar_samples": ("ar_samples", "autoregressive digits samples per class at T = 1 beside "
+                                 "held-out digits, and unconditional samples"),
 }
 
 
