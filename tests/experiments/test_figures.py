@@ -22,9 +22,10 @@ from tests.experiments.helpers import launch, tiny_config
 
 EXPECTED = ("primitives", "gradient_variance", "forward_diffusion", "sampler_error_vs_nfe",
             "flow_vs_ddpm", "gan_coverage", "beta_vae", "cfg_sweep", "consistency_vs_teacher",
-            "langevin")
+            "langevin", "ar_sampling", "ar_samples")
 # quick runs that take > ~20 s of CPU (trainings + compiles; cfg_sweep ~70 s): run with -m slow
-SLOW = {"flow_vs_ddpm", "consistency_vs_teacher", "beta_vae", "sampler_error_vs_nfe", "cfg_sweep"}
+SLOW = {"flow_vs_ddpm", "consistency_vs_teacher", "beta_vae", "sampler_error_vs_nfe", "cfg_sweep",
+        "ar_sampling", "ar_samples"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -152,6 +153,21 @@ def check_langevin(data):
   assert traj.shape == (4, len(data["sigmas"]) * data["steps_per_level"] + 1, 2)
   assert data["near_mode_fraction"] > 0.9                       # endpoints sit on the modes
   np.testing.assert_allclose(data["mode_frequencies"], data["weights"], atol=0.06)
+
+
+def check_ar_sampling(data):
+  # the sweep's own checks are in tests/experiments/test_ar_sampling_figure.py
+  assert data["compiles"] == 1 and data["num_samples"] == 200
+  rows = {(r["temperature"], r["top_p"]): r for r in data["rows"]}
+  low, high = rows[(0.3, 1.0)], rows[(1.5, 1.0)]
+  assert low["intra_class_spread_mean"] < high["intra_class_spread_mean"]
+  assert low["class_accuracy_mean"] >= high["class_accuracy_mean"]
+
+
+def check_ar_samples(data):
+  assert np.asarray(data["conditional"]["images"]).shape == (10, 10, 8, 8, 1)
+  assert np.asarray(data["heldout"]["images"]).shape == (10, 10, 8, 8, 1)
+  assert data["conditional"]["class_accuracy"] > 0.6
 
 
 CHECKS = {name: globals()[f"check_{name}"] for name in EXPECTED}
