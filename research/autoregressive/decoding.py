@@ -41,6 +41,7 @@ value (which has no value to test) makes the affected rows' tokens and lengths
 Beam search: ``research.autoregressive.beam``; speculative sampling:
 ``research.autoregressive.speculative``.
 """
+import functools
 import numbers
 import typing
 
@@ -48,9 +49,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.autoregressive import filters
+from research.autoregressive import arguments, filters
 from research.sampling import discrete
-from research.sampling.continuous import _concrete, _debug_check
+from research.sampling.continuous import _concrete
 
 _INVALID_ID = -1
 
@@ -70,37 +71,8 @@ class Decoded(typing.NamedTuple):
   log_probs: jax.Array
 
 
-def _fail(name, allowed, value):
-  raise ValueError(f"decode: {name} must be {allowed}, got {value!r}")
-
-
-def _per_row(value, name, batch, integer, ok, allowed):
-  """A control given as a scalar or one value per row, as a [B] array.
-
-  Returns (values [B], valid [B] bool or None when the value is concrete);
-  a concrete value failing ``ok`` raises ValueError naming ``name``.
-  """
-  if isinstance(value, bool):
-    _fail(name, allowed, value)
-  arr = jnp.asarray(value)
-  if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != batch):
-    raise ValueError(
-        f"decode: {name} must be a scalar or have shape ({batch},) (one value "
-        f"per row), got shape {arr.shape}")
-  if integer and not jnp.issubdtype(arr.dtype, jnp.integer):
-    _fail(name, f"an int {allowed}", value)
-  if not jnp.issubdtype(arr.dtype, jnp.number):
-    _fail(name, f"a real number {allowed}", value)
-  arr = jnp.broadcast_to(arr.astype(jnp.int32 if integer else jnp.float32),
-                         (batch,))
-  concrete = _concrete(value)
-  if concrete is None:
-    valid = ok(arr)
-    _debug_check(valid, f"decode: {name} must be {allowed}, got {{v}}", v=arr)
-    return arr, valid
-  if not np.all(ok(np.asarray(concrete, np.float64))):
-    _fail(name, allowed, value)
-  return arr, None
+_fail = functools.partial(arguments.fail, "decode")
+_per_row = functools.partial(arguments.per_row, "decode")
 
 
 def _vocab_size(step_fn, prefill_fn, state, prompt, lengths):
@@ -124,29 +96,7 @@ def _vocab_size(step_fn, prefill_fn, state, prompt, lengths):
   return sizes.pop()
 
 
-def _stop_array(stop_tokens, vocab):
-  """stop_tokens as an int32 [S] array and its traced validity (or None)."""
-  value = stop_tokens
-  if isinstance(value, (tuple, list)):
-    if not all(isinstance(s, (numbers.Integral, np.integer))
-               and not isinstance(s, bool) for s in value):
-      _fail("stop_tokens", "ints", stop_tokens)
-    value = np.asarray(value, np.int64).reshape(-1)
-  arr = jnp.asarray(value)
-  if arr.ndim > 1 or not jnp.issubdtype(arr.dtype, jnp.integer):
-    _fail("stop_tokens", "a sequence or 1-D array of int token ids", stop_tokens)
-  arr = arr.reshape(-1).astype(jnp.int32)
-  ok = lambda s: (s >= 0) & (s < vocab)
-  concrete = _concrete(value)
-  if concrete is not None:
-    if not np.all(ok(np.asarray(concrete))):
-      _fail("stop_tokens", f"token ids in [0, {vocab}) (the vocabulary)",
-            stop_tokens)
-    return arr, None
-  valid = jnp.all(ok(arr))
-  _debug_check(valid, f"decode: stop_tokens must be in [0, {vocab}), got {{s}}",
-               s=arr)
-  return arr, valid
+_stop_array = functools.partial(arguments.stop_array, "decode")
 
 
 def decode(key, step_fn, state, prompt, prompt_lengths, *, max_new_tokens,

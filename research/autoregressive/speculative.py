@@ -58,16 +58,16 @@ a stop or max_new_tokens cut them off), drafted (K per round) and target_calls
 ValueError naming the argument; a traced invalid one gives its rows tokens and
 lengths -1, log_probs NaN.
 """
-import numbers
+import functools
 import typing
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.autoregressive import filters
+from research.autoregressive import arguments, filters
 from research.sampling import discrete
-from research.sampling.continuous import _concrete, _debug_check
+from research.sampling.continuous import _concrete
 
 _INVALID_ID = -1
 
@@ -110,61 +110,10 @@ def chunk_from_step(step_fn):
   return chunk_fn
 
 
-def _fail(name, allowed, value):
-  raise ValueError(f"speculative_decode: {name} must be {allowed}, got "
-                   f"{value!r}")
-
-
-def _is_int(value):
-  return (isinstance(value, (numbers.Integral, np.integer))
-          and not isinstance(value, bool))
-
-
-def _per_row(value, name, batch, integer, ok, allowed):
-  """A scalar or [B] control as ([B] array, traced validity or None)."""
-  if isinstance(value, bool):
-    _fail(name, allowed, value)
-  arr = jnp.asarray(value)
-  if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != batch):
-    raise ValueError(f"speculative_decode: {name} must be a scalar or have "
-                     f"shape ({batch},), got shape {arr.shape}")
-  kind = jnp.integer if integer else jnp.number
-  if not jnp.issubdtype(arr.dtype, kind):
-    _fail(name, f"{'an int' if integer else 'a real'} {allowed}", value)
-  arr = jnp.broadcast_to(arr.astype(jnp.int32 if integer else jnp.float32),
-                         (batch,))
-  concrete = _concrete(value)
-  if concrete is None:
-    valid = ok(arr)
-    _debug_check(valid, f"speculative_decode: {name} must be {allowed}, got "
-                 "{v}", v=arr)
-    return arr, valid
-  if not np.all(ok(np.asarray(concrete, np.float64))):
-    _fail(name, allowed, value)
-  return arr, None
-
-
-def _stop_array(stop_tokens, vocab):
-  """stop_tokens as int32 [S] and its traced validity (or None)."""
-  value = stop_tokens
-  if isinstance(value, (tuple, list)):
-    if not all(_is_int(s) for s in value):
-      _fail("stop_tokens", "ints", stop_tokens)
-    value = np.asarray(value, np.int64).reshape(-1)
-  arr = jnp.asarray(value)
-  if arr.ndim > 1 or not jnp.issubdtype(arr.dtype, jnp.integer):
-    _fail("stop_tokens", "a sequence or 1-D array of int token ids", stop_tokens)
-  arr = arr.reshape(-1).astype(jnp.int32)
-  ok = lambda s: (s >= 0) & (s < vocab)
-  concrete = _concrete(value)
-  if concrete is not None:
-    if not np.all(ok(np.asarray(concrete))):
-      _fail("stop_tokens", f"token ids in [0, {vocab})", stop_tokens)
-    return arr, None
-  valid = jnp.all(ok(arr))
-  _debug_check(valid, f"speculative_decode: stop_tokens must be in [0, "
-               f"{vocab}), got {{s}}", s=arr)
-  return arr, valid
+_fail = functools.partial(arguments.fail, "speculative_decode")
+_is_int = arguments.is_int
+_per_row = functools.partial(arguments.per_row, "speculative_decode")
+_stop_array = functools.partial(arguments.stop_array, "speculative_decode")
 
 
 def _vocab_size(target_fn, target_state, draft_step_fn, draft_state, batch,
