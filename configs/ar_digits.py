@@ -13,7 +13,7 @@ and (position, left, up)-neighbour count models, and FD / precision / recall / c
 accuracy of 1000 samples. About 10 minutes on 2 CPU cores (docs/autoregressive.md).
 """
 
-from configs.common import base_config, parse_arg, product, runlocal, sweep_arg
+from configs.common import ar_model, ar_schedule, base_config, parse_arg, product, sweep_arg
 import ml_collections
 
 
@@ -22,26 +22,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 dropout=0.25, temperature=1.0, top_k=0, top_p=1.0, steps=3000, batch=64,
                 lr=2e-3, weight_decay=0.1, runlocal=False)
   c = base_config("autoregressive", "digits")
-  c.model = ml_collections.ConfigDict({
-      "dim": a.dim, "num_layers": a.layers, "num_heads": a.heads, "num_kv_heads": a.kv_heads,
-      "mlp_ratio": 4.0, "norm": "rms", "positions": a.positions, "tie_embeddings": False,
-      "dropout": a.dropout,                  # 1500 images overfit fast without it
-      "levels": 17,                          # grey levels p / 16 -> token p
-      "num_classes": 10 if a.cond else 0,    # > 0: the label is the first token
-  })
+  c.model = ar_model(a, levels=17,                        # grey levels p / 16 -> token p
+                     num_classes=10 if a.cond else 0)     # > 0: the label is the first token
+  # (dropout and weight decay: without them 1500 images are memorised; docs/autoregressive.md)
   c.sample = ml_collections.ConfigDict({
       "sampler": "ancestral",
       "options": f"temperature={a.temperature},top_k={a.top_k},top_p={a.top_p}"})
   c.ar = ml_collections.ConfigDict({"eval_batch": 297})
-  c.train.update(num_steps=a.steps, batch_size=a.batch, checkpoint_every=1000, log_every=250)
-  c.optim.update(lr=a.lr, schedule="warmup_cosine", warmup_steps=200, final_lr_fraction=0.05,
-                 name="adamw", weight_decay=a.weight_decay, b2=0.99)
-  c.ema_decay = 0.999
-  c.eval.num_samples = 1000
-  if a.runlocal:
-    runlocal(c, num_steps=20, checkpoint_every=10, log_every=5, warmup_steps=2, num_samples=64,
-             model={"dim": 32, "num_layers": 1, "num_heads": 2})
-  return c
+  return ar_schedule(c, a, weight_decay=a.weight_decay)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

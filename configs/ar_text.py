@@ -14,7 +14,7 @@ words that are novel and that are real held-out words. About 10 minutes on 2 CPU
 (docs/autoregressive.md).
 """
 
-from configs.common import base_config, parse_arg, product, runlocal, sweep_arg
+from configs.common import ar_model, ar_schedule, base_config, parse_arg, product, sweep_arg
 import ml_collections
 
 
@@ -25,26 +25,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = base_config("autoregressive", a.data)
   if a.data == "tiny_shakespeare":
     c.data.seq_len = a.seq_len
-  c.model = ml_collections.ConfigDict({
-      "dim": a.dim, "num_layers": a.layers, "num_heads": a.heads, "num_kv_heads": a.kv_heads,
-      "mlp_ratio": 4.0, "norm": "rms", "positions": a.positions, "tie_embeddings": False,
-      "dropout": a.dropout, "num_classes": 0,
-  })
+  c.model = ar_model(a, num_classes=0)
   c.sample = ml_collections.ConfigDict({
       "sampler": "ancestral",
       "options": f"temperature={a.temperature},top_k={a.top_k},top_p={a.top_p}",
       "prompt": a.prompt,      # samples are data-length: prompt + generated = seq_len
   })
   c.ar = ml_collections.ConfigDict({"eval_batch": 1024})
-  c.train.update(num_steps=a.steps, batch_size=a.batch, checkpoint_every=1000, log_every=250)
-  c.optim.update(lr=a.lr, schedule="warmup_cosine", warmup_steps=200, final_lr_fraction=0.05,
-                 name="adamw", weight_decay=0.01, b2=0.99)
-  c.ema_decay = 0.999
-  c.eval.num_samples = 1000
-  if a.runlocal:
-    runlocal(c, num_steps=20, checkpoint_every=10, log_every=5, warmup_steps=2, num_samples=64,
-             model={"dim": 32, "num_layers": 1, "num_heads": 2})
-  return c
+  return ar_schedule(c, a, weight_decay=0.01)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

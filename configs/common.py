@@ -108,6 +108,30 @@ def toy_schedule(c: ml_collections.ConfigDict, a, *, lr: float) -> ml_collection
   return c
 
 
+def ar_model(a, **fields) -> ml_collections.ConfigDict:
+  """config.model of the autoregressive configs (configs/ar_digits.py, ar_text.py) from their
+  parsed arguments (dim, layers, heads, kv_heads, positions, dropout), plus `fields`."""
+  return ml_collections.ConfigDict({
+      "dim": a.dim, "num_layers": a.layers, "num_heads": a.heads, "num_kv_heads": a.kv_heads,
+      "mlp_ratio": 4.0, "norm": "rms", "positions": a.positions, "tie_embeddings": False,
+      "dropout": a.dropout, **fields})
+
+
+def ar_schedule(c: ml_collections.ConfigDict, a, *, weight_decay: float):
+  """The shared training settings of the autoregressive configs: a.steps of batch a.batch,
+  AdamW (b2 0.99) with 200 warmup steps then cosine to 5% of a.lr, EMA 0.999, 1000
+  evaluation samples; runlocal: 20 steps of a 1-layer width-32 model."""
+  c.train.update(num_steps=a.steps, batch_size=a.batch, checkpoint_every=1000, log_every=250)
+  c.optim.update(lr=a.lr, schedule="warmup_cosine", warmup_steps=200, final_lr_fraction=0.05,
+                 name="adamw", weight_decay=weight_decay, b2=0.99)
+  c.ema_decay = 0.999
+  c.eval.num_samples = 1000
+  if a.runlocal:
+    runlocal(c, num_steps=20, checkpoint_every=10, log_every=5, warmup_steps=2, num_samples=64,
+             model={"dim": 32, "num_layers": 1, "num_heads": 2})
+  return c
+
+
 # ---------------------------------------------------------------------------------------------
 # Sweeps: get_sweep(arg) -> list of override dicts {"dotted.key": value}, built from axes.
 # An axis is ("dotted.key", [values]), a dict {"key": [values], ...} (one axis per item), or a
