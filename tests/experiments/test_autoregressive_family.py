@@ -91,11 +91,20 @@ def test_loss_is_the_mean_cross_entropy_of_the_predicted_tokens(words_run):
   family = words_run.family
   params = _params(words_run)
   batch = jnp.asarray(words_run.dataset.train[:16])
-  loss, metrics = family.loss(params, batch, jax.random.key(0), 0)
+  key = jax.random.key(0)
+  loss, metrics = family.loss(params, batch, key, 0)
   inputs, targets, mask = (np.asarray(a) for a in family.sequences(batch))
-  logp = np.asarray(jax.nn.log_softmax(family.lm.apply(params["lm"], inputs), -1))
-  manual = -np.sum(np.take_along_axis(logp, targets[..., None], -1)[..., 0] * mask) / mask.sum()
-  assert float(loss) == pytest.approx(manual, rel=1e-5)
+
+  def manual(dropout_key):
+    logits = family.lm.apply(params["lm"], inputs, dropout_key=dropout_key)
+    logp = np.asarray(jax.nn.log_softmax(logits, -1))
+    return -np.sum(np.take_along_axis(logp, targets[..., None], -1)[..., 0] * mask) / mask.sum()
+  # The loss key drives the residual dropout of config.model.dropout (0.1 here) ...
+  assert words_run.config.model.dropout > 0
+  assert float(loss) == pytest.approx(manual(key), rel=1e-5)
+  # ... which is on in training only: the held-out scoring path has none.
+  assert abs(float(loss) - manual(None)) > 1e-4
+  manual = manual(key)
   assert float(metrics["bits_per_token"]) == pytest.approx(manual / math.log(2), rel=1e-5)
   grads = jax.grad(lambda p: family.loss(p, batch, jax.random.key(0), 0)[0])(params)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
