@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import validation as check
-from experiments.data import dataset_info
+from experiments.data import DIGITS_NAMES, dataset_info
 from experiments.families.protocol import (SampleRequest, as_request, check_conditioning,
                                            labels_for, refuse, refuse_given, request_options,
                                            sampler_options, sampler_spec)
@@ -97,6 +97,10 @@ class Autoregressive:
     check.choice(m.get("positions", "rope"), POSITIONS, "config.model.positions")
     classes = check.non_negative_int(m.get("num_classes", 0), "config.model.num_classes")
     if kind == "image":
+      if info.name not in DIGITS_NAMES:   # evaluation scores the whole in-memory test split
+        raise ValueError(f"config.data.name={info.name!r}: the autoregressive family models the "
+                         f"in-memory digits sets {DIGITS_NAMES} (tfds images are not supported: "
+                         f"their held-out NLL would need the host iterator)")
       levels = check.positive_int(m.get("levels"), "config.model.levels")
       if levels < 2:
         raise ValueError(f"config.model.levels must be >= 2 grey levels, got {levels}")

@@ -44,6 +44,7 @@ def _params(run, seed=0):
 
 @pytest.mark.parametrize("edit, match", [
     (lambda c: c.data.update(name="moons"), "config.data.name='moons'"),
+    (lambda c: c.data.update(name="mnist"), "config.data.name='mnist'"),
     (lambda c: c.model.update(levels=1), "config.model.levels"),
     (lambda c: c.model.update(num_classes=3), "config.model.num_classes"),
     (lambda c: c.model.update(num_heads=3), "config.model"),
