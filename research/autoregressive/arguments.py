@@ -69,3 +69,58 @@ def stop_array(caller: str, stop_tokens, vocab: int):
   valid = jnp.all(ok(arr))
   _debug_check(valid, f"{caller}: stop_tokens must be in [0, {vocab}), got {{s}}", s=arr)
   return arr, valid
+
+
+def prompt_array(caller: str, prompt):
+  """prompt as an int32 [B, P] array (B, P >= 1), else ValueError naming it."""
+  arr = jnp.asarray(prompt)
+  if arr.ndim != 2 or min(arr.shape) < 1 or not jnp.issubdtype(arr.dtype, jnp.integer):
+    raise ValueError(f"{caller}: prompt must be an int array of shape [B, P], B, P >= 1, "
+                     f"got shape {arr.shape} dtype {arr.dtype}")
+  return arr.astype(jnp.int32)
+
+
+def positive_static(caller: str, name: str, value) -> int:
+  """A static Python int >= 1 (a shape: max_new_tokens, num_beams, num_draft)."""
+  if not is_int(value) or value < 1:
+    fail(caller, name, "a Python int >= 1", value)
+  return int(value)
+
+
+def pad_scalar(caller: str, pad_token):
+  if isinstance(pad_token, bool) or jnp.ndim(pad_token) != 0 or not jnp.issubdtype(
+      jnp.asarray(pad_token).dtype, jnp.integer):
+    fail(caller, "pad_token", "an int scalar", pad_token)
+  return jnp.asarray(pad_token, jnp.int32)
+
+
+def prompt_lengths(caller: str, lengths, batch: int, width: int):
+  """prompt_lengths as per_row ints in [1, P]."""
+  return per_row(caller, lengths, "prompt_lengths", batch, True,
+                 lambda n: (n >= 1) & (n <= width), f"in [1, {width}] (the prompt width)")
+
+
+def prompt_tokens(caller: str, prompt, lengths, lengths_ok, vocab: int) -> None:
+  """A concrete prompt's tokens within prompt_lengths must lie in [0, V)."""
+  concrete = _concrete(prompt)
+  if concrete is None or lengths_ok is not None:
+    return
+  inside = np.arange(concrete.shape[1])[None] < np.asarray(lengths)[:, None]
+  if np.any(inside & ((concrete < 0) | (concrete >= vocab))):
+    raise ValueError(f"{caller}: prompt must hold token ids in [0, {vocab}) within "
+                     f"prompt_lengths, got {concrete}")
+
+
+def filter_controls(caller: str, batch: int, vocab: int, *, temperature, top_k, top_p, min_p):
+  """{name: [B] array} of the sampling filters and their traced validities (None: concrete)."""
+  specs = {"temperature": (False, lambda t: t >= 0, ">= 0 (0 is greedy)"),
+           "top_k": (True, lambda k: (k >= 0) & (k <= vocab),
+                     f"in [0, {vocab}] (0 is off; V = {vocab})"),
+           "top_p": (False, lambda p: (p > 0) & (p <= 1), "in (0, 1] (1 is off)"),
+           "min_p": (False, lambda m: (m >= 0) & (m < 1), "in [0, 1) (0 is off)")}
+  values = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
+  out, oks = {}, []
+  for name, (integer, ok, allowed) in specs.items():
+    out[name], valid = per_row(caller, values[name], name, batch, integer, ok, allowed)
+    oks.append(valid)
+  return out, oks

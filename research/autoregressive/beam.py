@@ -58,7 +58,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.autoregressive import arguments
-from research.sampling.continuous import _concrete
 
 _INVALID_ID = -1
 
@@ -144,28 +143,15 @@ def beam_search(step_fn, state, prompt, prompt_lengths, *, max_new_tokens,
     Beams(tokens [B, num_beams, max_new_tokens], lengths, scores, log_probs
     [B, num_beams]), best first.
   """
-  prompt = jnp.asarray(prompt)
-  if prompt.ndim != 2 or min(prompt.shape) < 1 or not jnp.issubdtype(
-      prompt.dtype, jnp.integer):
-    raise ValueError(f"beam_search: prompt must be an int array of shape "
-                     f"[B, P], B, P >= 1, got shape {prompt.shape} dtype "
-                     f"{prompt.dtype}")
+  prompt = arguments.prompt_array("beam_search", prompt)
   batch, width = prompt.shape
-  if not _is_int(max_new_tokens) or max_new_tokens < 1:
-    _fail("max_new_tokens", "a Python int >= 1", max_new_tokens)
-  if not _is_int(num_beams) or num_beams < 1:
-    _fail("num_beams", "a Python int >= 1", num_beams)
+  num_new = arguments.positive_static("beam_search", "max_new_tokens", max_new_tokens)
+  beams = arguments.positive_static("beam_search", "num_beams", num_beams)
   if state_batch_axis is not None and not _is_int(state_batch_axis):
     _fail("state_batch_axis", "None or an int", state_batch_axis)
-  if isinstance(pad_token, bool) or jnp.ndim(pad_token) != 0 or not (
-      jnp.issubdtype(jnp.asarray(pad_token).dtype, jnp.integer)):
-    _fail("pad_token", "an int scalar", pad_token)
-  num_new, beams = int(max_new_tokens), int(num_beams)
+  arguments.pad_scalar("beam_search", pad_token)
   rows = batch * beams
-  prompt = prompt.astype(jnp.int32)
-  lengths, len_ok = _per_row(prompt_lengths, "prompt_lengths", batch, True,
-                             lambda n: (n >= 1) & (n <= width),
-                             f"in [1, {width}] (the prompt width)")
+  lengths, len_ok = arguments.prompt_lengths("beam_search", prompt_lengths, batch, width)
   alpha, alpha_ok = _per_row(length_penalty, "length_penalty", batch, False,
                              lambda a: abs(a) < np.inf, "a finite real")
   treedef, axes = batch_axes(state, rows, state_batch_axis)
@@ -183,12 +169,7 @@ def beam_search(step_fn, state, prompt, prompt_lengths, *, max_new_tokens,
     raise ValueError(f"beam_search: step_fn and prefill_fn return different "
                      f"vocabulary sizes {[s[1] for _, s in shapes]}")
   vocab = shapes[0][1][1]
-  concrete_prompt = _concrete(prompt)
-  if concrete_prompt is not None and len_ok is None:
-    inside = np.arange(width)[None] < np.asarray(lengths)[:, None]
-    if np.any(inside & ((concrete_prompt < 0) | (concrete_prompt >= vocab))):
-      raise ValueError(f"beam_search: prompt must hold token ids in [0, "
-                       f"{vocab}) within prompt_lengths, got {concrete_prompt}")
+  arguments.prompt_tokens("beam_search", prompt, lengths, len_ok, vocab)
   stop, stop_ok = _stop_array(stop_tokens, vocab)
   valid = jnp.ones((batch,), jnp.bool_)
   for ok in (len_ok, alpha_ok, stop_ok):

@@ -42,16 +42,13 @@ Beam search: ``research.autoregressive.beam``; speculative sampling:
 ``research.autoregressive.speculative``.
 """
 import functools
-import numbers
 import typing
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from research.autoregressive import arguments, filters
 from research.sampling import discrete
-from research.sampling.continuous import _concrete
 
 _INVALID_ID = -1
 
@@ -124,39 +121,16 @@ def decode(key, step_fn, state, prompt, prompt_lengths, *, max_new_tokens,
   Returns:
     Decoded(tokens [B, max_new_tokens], lengths [B], log_probs [B, max_new_tokens]).
   """
-  prompt = jnp.asarray(prompt)
-  if prompt.ndim != 2 or min(prompt.shape) < 1 or not jnp.issubdtype(
-      prompt.dtype, jnp.integer):
-    raise ValueError(f"decode: prompt must be an int array of shape [B, P], "
-                     f"B, P >= 1, got shape {prompt.shape} dtype {prompt.dtype}")
+  prompt = arguments.prompt_array("decode", prompt)
   batch, width = prompt.shape
-  if (not isinstance(max_new_tokens, (numbers.Integral, np.integer))
-      or isinstance(max_new_tokens, bool) or max_new_tokens < 1):
-    _fail("max_new_tokens", "a Python int >= 1", max_new_tokens)
-  num_new = int(max_new_tokens)
-  if isinstance(pad_token, bool) or not jnp.issubdtype(
-      jnp.asarray(pad_token).dtype, jnp.integer) or jnp.ndim(pad_token) != 0:
-    _fail("pad_token", "an int scalar", pad_token)
-  prompt = prompt.astype(jnp.int32)
-  lengths, len_ok = _per_row(prompt_lengths, "prompt_lengths", batch, True,
-                             lambda n: (n >= 1) & (n <= width),
-                             f"in [1, {width}] (the prompt width)")
+  num_new = arguments.positive_static("decode", "max_new_tokens", max_new_tokens)
+  arguments.pad_scalar("decode", pad_token)
+  lengths, len_ok = arguments.prompt_lengths("decode", prompt_lengths, batch, width)
   vocab = _vocab_size(step_fn, prefill_fn, state, prompt, lengths)
-  concrete_prompt = _concrete(prompt)
-  if concrete_prompt is not None and len_ok is None:
-    inside = np.arange(width)[None] < np.asarray(lengths)[:, None]
-    if np.any(inside & ((concrete_prompt < 0) | (concrete_prompt >= vocab))):
-      raise ValueError(f"decode: prompt must hold token ids in [0, {vocab}) "
-                       f"within prompt_lengths, got {concrete_prompt}")
-  temp, t_ok = _per_row(temperature, "temperature", batch, False,
-                        lambda t: t >= 0, ">= 0 (0 is greedy)")
-  k, k_ok = _per_row(top_k, "top_k", batch, True,
-                     lambda k: (k >= 0) & (k <= vocab),
-                     f"in [0, {vocab}] (0 is off; V = {vocab})")
-  p, p_ok = _per_row(top_p, "top_p", batch, False,
-                     lambda p: (p > 0) & (p <= 1), "in (0, 1] (1 is off)")
-  m, m_ok = _per_row(min_p, "min_p", batch, False,
-                     lambda m: (m >= 0) & (m < 1), "in [0, 1) (0 is off)")
+  arguments.prompt_tokens("decode", prompt, lengths, len_ok, vocab)
+  controls, (t_ok, k_ok, p_ok, m_ok) = arguments.filter_controls(
+      "decode", batch, vocab, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+  temp, k, p, m = (controls[n] for n in ("temperature", "top_k", "top_p", "min_p"))
   r, r_ok = _per_row(repetition_penalty, "repetition_penalty", batch, False,
                      lambda r: r > 0, "> 0 (1 is off)")
   stop, stop_ok = _stop_array(stop_tokens, vocab)

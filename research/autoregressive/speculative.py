@@ -63,11 +63,9 @@ import typing
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from research.autoregressive import arguments, filters
 from research.sampling import discrete
-from research.sampling.continuous import _concrete
 
 _INVALID_ID = -1
 
@@ -164,43 +162,19 @@ def speculative_decode(key, target_fn, target_state, draft_step_fn,
     SpeculativeDecoded(tokens [B, max_new_tokens], lengths [B], log_probs
     [B, max_new_tokens], accepted [B], drafted [B], target_calls [B]).
   """
-  prompt = jnp.asarray(prompt)
-  if prompt.ndim != 2 or min(prompt.shape) < 1 or not jnp.issubdtype(
-      prompt.dtype, jnp.integer):
-    raise ValueError(f"speculative_decode: prompt must be an int array of "
-                     f"shape [B, P], B, P >= 1, got shape {prompt.shape} "
-                     f"dtype {prompt.dtype}")
+  caller = "speculative_decode"
+  prompt = arguments.prompt_array(caller, prompt)
   batch, width = prompt.shape
-  if not _is_int(max_new_tokens) or max_new_tokens < 1:
-    _fail("max_new_tokens", "a Python int >= 1", max_new_tokens)
-  if not _is_int(num_draft) or num_draft < 1:
-    _fail("num_draft", "a Python int >= 1", num_draft)
-  if isinstance(pad_token, bool) or jnp.ndim(pad_token) != 0 or not (
-      jnp.issubdtype(jnp.asarray(pad_token).dtype, jnp.integer)):
-    _fail("pad_token", "an int scalar", pad_token)
-  num_new, k_draft = int(max_new_tokens), int(num_draft)
-  prompt = prompt.astype(jnp.int32)
-  lengths, len_ok = _per_row(prompt_lengths, "prompt_lengths", batch, True,
-                             lambda n: (n >= 1) & (n <= width),
-                             f"in [1, {width}] (the prompt width)")
+  num_new = arguments.positive_static(caller, "max_new_tokens", max_new_tokens)
+  k_draft = arguments.positive_static(caller, "num_draft", num_draft)
+  arguments.pad_scalar(caller, pad_token)
+  lengths, len_ok = arguments.prompt_lengths(caller, prompt_lengths, batch, width)
   vocab = _vocab_size(target_fn, target_state, draft_step_fn, draft_state,
                       batch, k_draft)
-  concrete_prompt = _concrete(prompt)
-  if concrete_prompt is not None and len_ok is None:
-    inside = np.arange(width)[None] < np.asarray(lengths)[:, None]
-    if np.any(inside & ((concrete_prompt < 0) | (concrete_prompt >= vocab))):
-      raise ValueError(f"speculative_decode: prompt must hold token ids in "
-                       f"[0, {vocab}) within prompt_lengths, got "
-                       f"{concrete_prompt}")
-  temp, t_ok = _per_row(temperature, "temperature", batch, False,
-                        lambda t: t >= 0, ">= 0 (0 is greedy)")
-  top_k, k_ok = _per_row(top_k, "top_k", batch, True,
-                         lambda k: (k >= 0) & (k <= vocab),
-                         f"in [0, {vocab}] (0 is off; V = {vocab})")
-  top_p, p_ok = _per_row(top_p, "top_p", batch, False,
-                         lambda p: (p > 0) & (p <= 1), "in (0, 1] (1 is off)")
-  min_p, m_ok = _per_row(min_p, "min_p", batch, False,
-                         lambda m: (m >= 0) & (m < 1), "in [0, 1) (0 is off)")
+  arguments.prompt_tokens(caller, prompt, lengths, len_ok, vocab)
+  controls, (t_ok, k_ok, p_ok, m_ok) = arguments.filter_controls(
+      caller, batch, vocab, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+  temp, top_k, top_p, min_p = (controls[n] for n in ("temperature", "top_k", "top_p", "min_p"))
   stop, stop_ok = _stop_array(stop_tokens, vocab)
   valid = jnp.ones((batch,), jnp.bool_)
   for ok in (len_ok, t_ok, k_ok, p_ok, m_ok, stop_ok):
