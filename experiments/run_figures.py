@@ -95,3 +95,18 @@ def mode_coverage(path: str, x, means, stds, hq_counts, min_hq_count: float, *,
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def density_panels(path: str, named_densities, extent, *, title: str = "") -> str:
+  """Side-by-side heat maps [(panel title, (n, n) density on the grid), ...] over
+  extent = (low, high) on both axes (row 0 of each array is y = low)."""
+  fig, axes = plt.subplots(1, len(named_densities), figsize=(4 * len(named_densities), 4),
+                           squeeze=False)
+  low, high = extent
+  for ax, (name, density) in zip(axes[0], named_densities):
+    ax.imshow(np.asarray(density), origin="lower", extent=(low, high, low, high), cmap="magma",
+              interpolation="nearest")
+    ax.set_title(name)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  return _save(fig, path, title)

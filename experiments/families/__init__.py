@@ -18,6 +18,7 @@ _FAMILIES = {
     "consistency": "experiments.families.consistency:Consistency",
     "diffusion": "experiments.families.diffusion:Diffusion",
     "autoregressive": "experiments.families.autoregressive:Autoregressive",
+    "flow": "experiments.families.normalizing_flow:NormalizingFlow",
 }
 
 
