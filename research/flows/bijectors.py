@@ -33,8 +33,10 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["Bijector", "Chain", "Inverse", "sum_event", "check_event", "check_positive_int"]
+__all__ = ["Bijector", "Chain", "Inverse", "sum_event", "check_event", "check_event_shape",
+           "check_positive_int"]
 
 
 def sum_event(a: jax.Array, event_ndim: int) -> jax.Array:
@@ -49,6 +51,19 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
     raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
   return value
+
+
+def check_event_shape(value, rank: int | None = None, name: str = "event_shape") -> tuple:
+  """value as a non-empty tuple of positive ints (of length rank, if given), else ValueError."""
+  try:
+    shape = tuple(value)
+  except TypeError:
+    shape = None
+  if not shape or (rank is not None and len(shape) != rank) or any(
+      isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in shape):
+    what = {1: "a (D,) tuple", 3: "an (H, W, C) tuple"}.get(rank, "a non-empty tuple")
+    raise ValueError(f"{name} must be {what} of positive ints, got {value!r}")
+  return tuple(int(d) for d in shape)
 
 
 def check_event(x, event_shape: Sequence[int], name: str = "x") -> None:
@@ -124,6 +139,12 @@ class Chain(Bijector):
   def latent_event_ndim(self) -> int:
     return self.layers[0].latent_event_ndim()
 
+  def _check_params(self, params):
+    if not isinstance(params, (tuple, list)) or len(params) != len(self.layers):
+      got = len(params) if isinstance(params, (tuple, list)) else type(params).__name__
+      raise ValueError(f"params of a Chain must be a tuple with one entry per layer "
+                       f"({len(self.layers)}), got {got}")
+
   def init(self, key, x):
     keys = jax.random.split(key, len(self.layers))
     params = [None] * len(self.layers)
@@ -134,6 +155,7 @@ class Chain(Bijector):
     return tuple(params)
 
   def forward_and_log_det(self, params, z):
+    self._check_params(params)
     total = 0.0
     for layer, p in zip(self.layers, params):
       z, log_det = layer.forward_and_log_det(p, z)
@@ -141,6 +163,7 @@ class Chain(Bijector):
     return z, total
 
   def inverse_and_log_det(self, params, x):
+    self._check_params(params)
     total = 0.0
     for layer, p in zip(reversed(self.layers), reversed(tuple(params))):
       x, log_det = layer.inverse_and_log_det(p, x)
@@ -162,8 +185,9 @@ class Chain(Bijector):
 class Inverse(Bijector):
   """The inverse bijector: forward and inverse of `bijector` swapped (params unchanged).
 
-  init(key, x) hands x to the wrapped bijector's init as it is (shapes are the same
-  for every shape-preserving layer; a data-dependent layer initialises from x).
+  init(key, x) hands x to the wrapped bijector's init as it is: right for layers whose
+  init reads only shapes and that keep them; a shape-changing layer (Squeeze) or a
+  data-dependent one (ActNorm) under Inverse should be initialised on its own.
   """
   bijector: Bijector
 

@@ -44,8 +44,8 @@ class Coupling(Bijector):
                        f"{self.event_shape!r}")
     if shape[-1] < 2:
       raise ValueError(f"event_shape {shape}: a coupling layer splits the last axis into two "
-                       f"non-empty halves, so it needs >= 2 channels (squeeze an image first); "
-                       f"with {shape[-1]} the layer would not be invertible-with-coupling")
+                       f"non-empty halves, so it needs >= 2 channels (squeeze an image first), "
+                       f"got {shape[-1]}")
     if self.parity not in (0, 1):
       raise ValueError(f"parity must be 0 or 1, got {self.parity!r}")
     if not hasattr(self.transformer, "num_params"):
