@@ -14,7 +14,7 @@ Affine (RealNVP, Dinh et al. 2017): y = x * scale + shift with a bounded scale,
   log scale = b tanh(r / b), b = `scale_bound` (default 3: scale in [e^-3, e^3]),
   so the scale can neither vanish nor explode (affine couplings diverge on curved
   targets when the log-scale is unbounded), and log|dy/dx| = log scale.
-Spline (Durkan et al. 2019): research/flows/splines.py, `SplineTransformer`.
+Spline (Durkan et al. 2019): research/flows/splines.py, `RationalQuadratic`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import ar_text, cfm_toy, consistency_toy, ddpm_toy, gan_toy, vae_toy
+from configs import ar_text, cfm_toy, consistency_toy, ddpm_toy, flow_toy, gan_toy, vae_toy
 from experiments import data, families, run as run_lib, trainer
 from experiments.families import protocol
 from experiments.families.protocol import Family, Phase, SampleRequest
@@ -18,7 +18,7 @@ from research.flow import ode
 from tests.experiments.helpers import REPO
 
 CONFIGS = {"diffusion": ddpm_toy, "flow_matching": cfm_toy, "vae": vae_toy, "gan": gan_toy,
-           "consistency": consistency_toy, "autoregressive": ar_text}
+           "consistency": consistency_toy, "autoregressive": ar_text, "flow": flow_toy}
 
 
 def _config(name):
@@ -107,6 +107,10 @@ REFUSALS = [
     ("gan", SampleRequest(prompt="ab"), "SampleRequest.prompt"),
     ("diffusion", SampleRequest(prompt="ab"), "SampleRequest.prompt"),
     ("consistency", SampleRequest(prompt="ab"), "SampleRequest.prompt"),
+    ("flow", SampleRequest(num_steps=2), "flow family cannot honour SampleRequest.num_steps=2"),
+    ("flow", SampleRequest(sampler="rk4"), r"SampleRequest.sampler.*'exact'"),
+    ("flow", SampleRequest(options="temperature=-1"), "SampleRequest.options.*temperature"),
+    ("flow", SampleRequest(prompt="ab"), "SampleRequest.prompt"),
 ]
 
 
@@ -133,6 +137,7 @@ def test_refusals_name_the_field_without_compiling(name, request_, match, monkey
     ("consistency", SampleRequest(num_steps=2)),
     ("autoregressive", SampleRequest(options="temperature=0.8,top_p=0.9", prompt="jo")),
     ("autoregressive", SampleRequest(sampler="beam", options="num_beams=2")),
+    ("flow", SampleRequest(options="temperature=0.7")),
 ])
 def test_requests_a_family_can_honour_sample(name, request_):
   run = run_lib.build(_config(name))

@@ -15,6 +15,7 @@ CONFIGS = [
     ("wgan_gp_toy", "runlocal=true"),
     ("consistency_toy", "runlocal=true,mode=ct"),
     ("ar_digits", "runlocal=true,cond=true"),
+    ("flow_digits", "runlocal=true"),
 ]
 
 
