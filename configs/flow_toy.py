@@ -1,11 +1,11 @@
 """Normalizing flow on a 2-D toy distribution, trained by exact maximum likelihood.
 
-Usage: --config=configs/flow_toy.py:dataset=ring8,arch=spline,steps=5000
+Usage: --config=configs/flow_toy.py:dataset=ring8,arch=spline,steps=10000
 Arguments: dataset (research.data.toy names; ring8 and grid25 also report the data's
 entropy and KL(p_data || p_model)), arch (realnvp | glow | spline | maf), layers
 (blocks), hidden (MLP width, two layers), bins (spline bins), steps, batch, lr,
 runlocal (a few steps of a tiny flow, for tests).
-Defaults: 8 blocks of width 64, 5000 steps of batch 256, Adam 2e-3 with warmup + cosine.
+Defaults: 8 blocks of width 64, 10000 steps of batch 256, Adam 2e-3 with warmup + cosine.
 """
 
 from configs.common import base_config, parse_arg, product, runlocal, sweep_arg
@@ -13,7 +13,7 @@ import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, dataset="moons", arch="realnvp", layers=8, hidden=64, bins=8, steps=5000,
+  a = parse_arg(arg, dataset="moons", arch="realnvp", layers=8, hidden=64, bins=8, steps=10000,
                 batch=256, lr=2e-3, runlocal=False)
   c = base_config("flow", a.dataset)
   c.flow = ml_collections.ConfigDict({
