@@ -22,10 +22,10 @@ from tests.experiments.helpers import launch, tiny_config
 
 EXPECTED = ("primitives", "gradient_variance", "forward_diffusion", "sampler_error_vs_nfe",
             "flow_vs_ddpm", "gan_coverage", "beta_vae", "cfg_sweep", "consistency_vs_teacher",
-            "langevin", "ar_sampling", "ar_samples")
+            "langevin", "ar_sampling", "ar_samples", "flow_densities")
 # quick runs that take > ~20 s of CPU (trainings + compiles; cfg_sweep ~70 s): run with -m slow
 SLOW = {"flow_vs_ddpm", "consistency_vs_teacher", "beta_vae", "sampler_error_vs_nfe", "cfg_sweep",
-        "ar_sampling", "ar_samples"}
+        "ar_sampling", "ar_samples", "flow_densities"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -168,6 +168,18 @@ def check_ar_samples(data):
   assert np.asarray(data["conditional"]["images"]).shape == (10, 10, 8, 8, 1)
   assert np.asarray(data["heldout"]["images"]).shape == (10, 10, 8, 8, 1)
   assert data["conditional"]["class_accuracy"] > 0.6
+
+
+def check_flow_densities(data):
+  ring8 = data["datasets"]["ring8"]
+  truth = _finite(ring8["truth"])
+  cell = (data["extent"][1] - data["extent"][0]) / (truth.shape[0] - 1)
+  assert abs(truth.sum() * cell ** 2 - 1.0) < 0.02            # the exact density on the grid
+  for arch, r in ring8["archs"].items():
+    assert _finite(r["density"]).shape == truth.shape
+    assert r["kl"] > -3 * r["kl_stderr"], arch                 # KL >= 0 within its error
+  # 200 steps: the spline flow is already closer to the ring than the affine coupling flow
+  assert ring8["archs"]["spline"]["kl"] < ring8["archs"]["realnvp"]["kl"]
 
 
 CHECKS = {name: globals()[f"check_{name}"] for name in EXPECTED}
