@@ -115,36 +115,24 @@ def test_requests_and_temperature():
       family.check_request(request)
 
 
-@pytest.mark.parametrize("arg,override,field", [
-    ("runlocal=true,bins=1,arch=spline", {}, "config.flow.num_bins"),
-    ("runlocal=true,arch=nice", {}, "config.flow.arch"),
-    ("runlocal=true", {"flow.num_layers": 0}, "config.flow.num_layers"),
-    ("runlocal=true", {"data.name": "us_surnames"}, "text"),
-    ("runlocal=true", {"sample.sampler": "rk4"}, "config.sample.sampler"),
+@pytest.mark.parametrize("module,arg,override,field", [
+    (flow_toy, "bins=1,arch=spline", {}, "config.flow.num_bins"),
+    (flow_toy, "arch=nice", {}, "config.flow.arch"),
+    (flow_toy, "", {"flow.num_layers": 0}, "config.flow.num_layers"),
+    (flow_toy, "", {"data.name": "us_surnames"}, "text"),
+    (flow_toy, "", {"sample.sampler": "rk4"}, "config.sample.sampler"),
+    (flow_digits, "arch=maf", {}, "config.flow.arch"),
+    (flow_digits, "", {"data.pixel_range": "symmetric"}, "config.data.pixel_range"),
+    (flow_digits, "scales=4", {}, "config.flow.num_scales"),
+    (flow_digits, "", {"flow.levels": 1}, "config.flow.levels"),
+    (flow_digits, "", {"data.name": "mnist"}, "config.data.name"),
 ])
-def test_toy_config_errors(arg, override, field):
-  c = flow_toy.get_config(arg)
+def test_config_errors_name_the_field(module, arg, override, field):
+  c = module.get_config(",".join(filter(None, ["runlocal=true", arg])))
   with c.unlocked():
-    for k, v in override.items():
-      section, name = k.split(".")
-      c[section][name] = v
-  with pytest.raises(ValueError, match=field):
-    NormalizingFlow.check_config(c)
-
-
-@pytest.mark.parametrize("override,field", [
-    ({"flow.arch": "maf"}, "config.flow.arch"),
-    ({"data.pixel_range": "symmetric"}, "config.data.pixel_range"),
-    ({"flow.num_scales": 4}, "config.flow.num_scales"),
-    ({"flow.levels": 1}, "config.flow.levels"),
-    ({"data.name": "mnist"}, "config.data.name"),
-])
-def test_digits_config_errors(override, field):
-  c = flow_digits.get_config("runlocal=true")
-  with c.unlocked():
-    for k, v in override.items():
-      section, name = k.split(".")
-      c[section][name] = v
+    for dotted, value in override.items():
+      section, name = dotted.split(".")
+      c[section][name] = value
   with pytest.raises(ValueError, match=field):
     NormalizingFlow.check_config(c)
 
