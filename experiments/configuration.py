@@ -45,7 +45,33 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for section in sorted(k for k in config.keys() if k == "optim" or k.startswith("optim_")):
     _check_optim(config, section)
   check.number_in(check.require(config, "ema_decay"), "config.ema_decay", 0.0, 1.0)
+  _check_dequantize(config, family_cls)
   family_cls.check_config(config)
+
+
+def _supports_dequantize(name: str) -> bool:
+  try:
+    return bool(getattr(families.get(name), "supports_dequantize", False))
+  except (ImportError, AttributeError):   # a family registered but not importable here
+    return False
+
+
+def _check_dequantize(config, family_cls) -> None:
+  """config.data.dequantize: 0 (off) or L >= 2, in-memory digits, a family that supports it
+  (`supports_dequantize = True`: it trains on the dequantized draws of dataset.sample).
+  Whether the pixels lie on the grid of L levels is checked when the data is built."""
+  levels = check.non_negative_int(config.data.get("dequantize", 0), "config.data.dequantize")
+  if not levels:
+    return
+  if levels == 1:
+    raise ValueError("config.data.dequantize must be 0 (off) or a number of levels >= 2, got 1")
+  if not getattr(family_cls, "supports_dequantize", False):
+    supported = [n for n in families.names() if _supports_dequantize(n)]
+    raise ValueError(f"config.data.dequantize={levels}: the {config.family} family does not "
+                     f"train on dequantized data (families that do: {supported})")
+  if config.data.name not in data_lib.DIGITS_NAMES:
+    raise ValueError(f"config.data.dequantize={levels} needs an in-memory digits set "
+                     f"{data_lib.DIGITS_NAMES}, got config.data.name={config.data.name!r}")
 
 
 def _check_optim(config, section: str) -> None:

@@ -39,6 +39,16 @@ test split the remaining 297, for every variant. Upsampling is bilinear
 (`jax.image.resize(..., "linear")`, half-pixel centres, edge weights renormalised),
 so every value is a convex combination of neighbouring pixels and stays in [0, 1].
 
+Dequantized training batches (config.data.dequantize = L >= 2, in-memory digits sets
+only; 0 = off): `sample` / `sample_labeled` return y = (k + u) / L (mapped to the pixel
+range), where k = round(u_pixel (L - 1)) is the pixel's grey level and u ~ U(0, 1)
+(research/metrics/likelihood.py `dequantize`; the noise key is fold_in(key, 1), the
+indices use key itself). The train and test arrays stay on the grid of the L levels
+(a set whose pixels are not, e.g. the bilinear digits16, is refused). A density model
+trained on these batches has a held-out dequantized NLL that bounds the NLL of the
+discrete data (docs/likelihood.md); only families with `supports_dequantize = True`
+accept the field (experiments/configuration.py refuses it for the others).
+
 Pixel range (config.data.pixel_range, images only): "unit" (default) keeps
 pixels in [0, 1]: x = p / 255 (digits: p / 16); "symmetric" maps them to [-1, 1]:
 x = 2 u - 1, the range diffusion / flow / consistency / GAN image models train on
@@ -57,6 +67,7 @@ import numpy as np
 
 from experiments.pixels import PIXEL_RANGES, check_pixel_range, from_unit, to_unit  # noqa: F401
 from research.data import toy
+from research.metrics import likelihood as likelihood_lib
 
 DIGITS_NAMES = ("digits", "digits_binary", "digits16", "digits32", "digits_pad16")
 DIGITS_NUM_TRAIN = 1500
@@ -122,9 +133,12 @@ class ArrayDataset:
   pixel_range: str = "unit"
   num_classes: int = DIGITS_NUM_CLASSES
   modality: str = "images"
+  dequantize: int = 0   # L >= 2: training draws are uniformly dequantized over L levels
 
   def __post_init__(self):
     check_pixel_range(self.pixel_range)
+    if self.dequantize:
+      check_on_grid(to_unit(self.train, self.pixel_range), self.dequantize, self.name)
 
   @property
   def shape(self) -> tuple:
@@ -134,14 +148,24 @@ class ArrayDataset:
   def _train_indices(self, key: jax.Array, n: int) -> jax.Array:
     return jax.random.randint(key, (n,), 0, self.train.shape[0])
 
+  def _dequantized(self, key: jax.Array, x: jax.Array) -> jax.Array:
+    """x itself, or (k + u) / L in model space with k its grey levels (module docstring)."""
+    if not self.dequantize:
+      return x
+    levels = jnp.round(to_unit(x, self.pixel_range) * (self.dequantize - 1))
+    y = likelihood_lib.dequantize(jax.random.fold_in(key, 1), levels, self.dequantize)
+    return from_unit(y, self.pixel_range)
+
   def sample(self, key: jax.Array, n: int) -> jax.Array:
-    """n training images drawn uniformly with replacement (jittable with n static)."""
-    return jnp.asarray(self.train)[self._train_indices(key, n)]
+    """n training images drawn uniformly with replacement (jittable with n static);
+    dequantized when self.dequantize = L > 0."""
+    return self._dequantized(key, jnp.asarray(self.train)[self._train_indices(key, n)])
 
   def sample_labeled(self, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
-    """(images, int32 labels) at the same indices as sample(key, n)."""
+    """(images, int32 labels) at the same indices (and noise) as sample(key, n)."""
     idx = self._train_indices(key, n)
-    return jnp.asarray(self.train)[idx], jnp.asarray(self.train_labels, jnp.int32)[idx]
+    return (self._dequantized(key, jnp.asarray(self.train)[idx]),
+            jnp.asarray(self.train_labels, jnp.int32)[idx])
 
   def _test_indices(self, key: jax.Array, n: int) -> jax.Array:
     if n > self.test.shape[0]:
@@ -160,6 +184,17 @@ class ArrayDataset:
   def to_unit(self, x):
     """Model-space images -> [0, 1] (clipped), for metrics and plots."""
     return to_unit(x, self.pixel_range)
+
+
+def check_on_grid(unit_images, num_levels: int, name: str) -> None:
+  """ValueError naming config.data.dequantize unless every pixel in [0, 1] is k / (L - 1)."""
+  scaled = np.asarray(unit_images, np.float64) * (num_levels - 1)
+  off = np.abs(scaled - np.round(scaled))
+  if off.size and off.max() > 1e-4:
+    raise ValueError(f"config.data.dequantize={num_levels}: the pixels of {name!r} are not on "
+                     f"the grid of {num_levels} levels k / {num_levels - 1} (off by up to "
+                     f"{off.max() / (num_levels - 1):.3g}); dequantization needs integer "
+                     f"levels (digits: 17)")
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -217,11 +252,17 @@ def make_dataset(data_config):
   """The dataset named by data_config.name.
 
   Fields: name (see dataset_names()), pixel_range ("unit" | "symmetric", images
-  only, default "unit"), data_dir (tfds sets only; default tfds's own).
+  only, default "unit"), dequantize (in-memory digits only: L >= 2 dequantizes the
+  training draws over L levels, 0 = off; module docstring), data_dir (tfds sets only;
+  default tfds's own).
   Nothing is read from disk here: tfds sources open on first use.
   """
   name = data_config.name
   pixel_range = check_pixel_range(data_config.get("pixel_range", "unit"))
+  dequantize = data_config.get("dequantize", 0)
+  if dequantize and name not in DIGITS_NAMES:
+    raise ValueError(f"config.data.dequantize={dequantize} needs an in-memory digits set "
+                     f"{DIGITS_NAMES}, got config.data.name={name!r}")
   if name in toy.NAMES:
     return ToyDataset(name)
   if name in DIGITS_NAMES:
@@ -229,7 +270,7 @@ def make_dataset(data_config):
     images = from_unit(images, pixel_range)
     return ArrayDataset(name, images[:DIGITS_NUM_TRAIN], images[DIGITS_NUM_TRAIN:],
                         labels[:DIGITS_NUM_TRAIN], labels[DIGITS_NUM_TRAIN:],
-                        pixel_range=pixel_range)
+                        pixel_range=pixel_range, dequantize=int(dequantize))
   if name in TFDS_NAMES:
     from experiments import data_tfds  # tfds + grain only when asked for
     return data_tfds.TfdsDataset(name, pixel_range=pixel_range,

@@ -25,6 +25,13 @@ Salimans 2022) at config.sample.guidance_scale (or SampleRequest.guidance_scale)
 out = out_null + w (out_y - out_null); w = 1 is the plain
 conditional model.
 
+Likelihood: `heldout_bits_per_dim` integrates the probability-flow ODE from
+dequantized held-out images (t = t_min) to the prior at t = 1 with the divergence,
+exact or Hutchinson's estimate (research/diffusion/likelihood.py), and reports bits/dim
+under the dequantization convention of docs/likelihood.md; the model must have been
+trained on dequantized digits (config.data.dequantize = L; `supports_dequantize`). The
+default evaluation does not run it.
+
 Training: research.losses.diffusion.diffusion_loss. Sampling: x_T =
 sqrt(alpha(1)^2 + sigma(1)^2) z, z ~ N(0, I) (N(0, I) for VP, ~N(0, sigma_max^2 I)
 for VE), then any sampler registered in research.diffusion.samplers, read from its
@@ -43,6 +50,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from experiments import likelihood as heldout_likelihood
 from experiments import validation as check
 from experiments.data import dataset_info
 from experiments.families import networks
@@ -51,6 +59,7 @@ from experiments.families.protocol import (NO_PROMPT, SampleRequest, as_request,
                                            refuse_given, request_options, sampler_options,
                                            sampler_spec)
 from research.diffusion import adapters, samplers
+from research.diffusion import likelihood as diffusion_likelihood
 from research.diffusion import schedules as schedules_lib
 from research.losses import diffusion as diffusion_loss_lib
 
@@ -101,6 +110,7 @@ def check_sample_config(config) -> None:
 class Diffusion:
   """Diffusion family: init / loss / sample over a plain parameter pytree."""
   name = "diffusion"
+  supports_dequantize = True   # trains on config.data.dequantize draws (experiments/data.py)
 
   @staticmethod
   def check_config(config) -> None:
@@ -221,3 +231,39 @@ class Diffusion:
     nfe = spec.count_nfe(num_steps, **options)
     passes = 1 if not self.conditional or w in (0.0, 1.0) else 2
     return x, {"nfe": nfe, "network_passes_per_example": nfe * passes}
+
+  # -- likelihood ----------------------------------------------------------------------
+  def heldout_bits_per_dim(self, params, key, dataset, *, num_images: int = 0,
+                           exact: bool = False, num_probes: int = 1, batch_size: int = 0,
+                           rtol: float = 1e-5, atol: float = 1e-5) -> dict:
+    """Held-out bits/dim of the probability-flow ODE density on dequantized test images.
+
+    log p_{t_min}(y) = log N(x_1; 0, I) + int_{t_min}^1 div f(x_t, t) dt with the PF-ODE
+    drift f (research/diffusion/likelihood.py; Song et al. 2021, Sec. D.2), for y the
+    first num_images (0: all) test images dequantized over L = config.data.dequantize
+    levels, then bits/dim = (-log p(y) - log_jacobian + D log L) / (D ln 2) per image
+    (docs/likelihood.md). t_min = the schedule's (1/T for discrete schedules): the
+    density is the model's at t_min, the data smoothed by sigma(t_min). exact=True: the
+    trace from D Jacobian-vector products per evaluation; else Hutchinson's estimate with
+    num_probes Rademacher probes (unbiased). batch_size: images per jitted batch (0: 8
+    for the exact trace, 64 for Hutchinson's).
+
+    Returns {"bits_per_dim", "bits_per_dim_stderr", "num_images", "per_image_bits",
+    "nfe_mean", "compile_seconds", "seconds"} (experiments/likelihood.py ode_bits_per_dim).
+    Raises ValueError naming config.data.dequantize for a model trained on the discrete
+    levels, config.model.num_classes for a class-conditional one.
+    """
+    levels = heldout_likelihood.num_levels(self.config)
+    if self.conditional:
+      raise ValueError(f"config.model.num_classes={self.num_classes}: heldout_bits_per_dim "
+                       f"scores p(x) of an unconditional model; a class-conditional one gives "
+                       f"p(x | y)")
+
+    def log_likelihood(params, key, x):
+      return diffusion_likelihood.log_likelihood(
+          key, self.model_fn(params), x, self.schedule, prediction=self.prediction,
+          hutchinson=not exact, num_probes=num_probes, rtol=rtol, atol=atol)
+
+    return heldout_likelihood.ode_bits_per_dim(
+        log_likelihood, params, key, dataset, num_levels=levels, num_images=num_images,
+        batch_size=batch_size or (8 if exact else 64))

@@ -7,6 +7,13 @@ integrated from x(0) ~ N(0, I) to t = 1 with any solver registered in
 research/flow/ode.py (`ode.spec(name)`: fixed-step euler / midpoint / heun / rk4,
 adaptive dopri5, which takes no num_steps), called through its registry entry.
 
+Likelihood: `heldout_bits_per_dim` integrates the learned ODE backwards from dequantized
+held-out images (t = 1) to N(0, I) noise (t = 0) with the divergence, exact or
+Hutchinson's estimate (research/flow/likelihood.py), and reports bits/dim under the
+dequantization convention of docs/likelihood.md; the model must have been trained on
+dequantized digits (config.data.dequantize = L; `supports_dequantize`). The default
+evaluation does not run it.
+
 Class-conditional models (config.model.num_classes = K > 0) train with label
 dropout to the null label K and sample the guided velocity
 v = v(x, t, null) + w (v(x, t, y) - v(x, t, null)) (classifier-free guidance,
@@ -20,6 +27,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from experiments import likelihood as heldout_likelihood
 from experiments import validation as check
 from experiments.data import dataset_info
 from experiments.families import networks
@@ -27,6 +35,7 @@ from experiments.families.protocol import (NO_PROMPT, SampleRequest, as_request,
                                            guidance_for, labels_for, refuse, refuse_given,
                                            request_options, sampler_options, sampler_spec)
 from research.diffusion import guidance as guidance_lib
+from research.flow import likelihood as flow_likelihood
 from research.flow import ode, paths
 from research.losses.flow import cfm_loss
 
@@ -34,6 +43,7 @@ from research.losses.flow import cfm_loss
 class FlowMatching:
   """CFM family: init / loss / sample over a plain parameter pytree."""
   name = "flow_matching"
+  supports_dequantize = True   # trains on config.data.dequantize draws (experiments/data.py)
 
   @staticmethod
   def check_config(config) -> None:
@@ -127,3 +137,38 @@ class FlowMatching:
       return x1, {"nfe": nfe}
     x1, _ = spec.fn(v, x0, num_steps=num_steps, **options)
     return x1, {"nfe": spec.count_nfe(num_steps, **options)}
+
+  # -- likelihood ----------------------------------------------------------------------
+  def heldout_bits_per_dim(self, params, key, dataset, *, num_images: int = 0,
+                           exact: bool = False, num_probes: int = 1, batch_size: int = 0,
+                           rtol: float = 1e-5, atol: float = 1e-5) -> dict:
+    """Held-out bits/dim of the ODE density on dequantized test images, with its stderr.
+
+    log p_1(y) = log N(x_0; 0, I) - int_0^1 div v(x_t, t) dt (research/flow/likelihood.py;
+    Chen et al. 2018, Grathwohl et al. 2019), for y the first num_images (0: all) test
+    images dequantized over L = config.data.dequantize levels, then
+    bits/dim = (-log p(y) - log_jacobian + D log L) / (D ln 2) per image (docs/likelihood.md):
+    a bound on the discrete NLL (Jensen), exact up to the solver's tolerance with
+    exact=True (D Jacobian-vector products per evaluation), an unbiased estimate of it
+    with Hutchinson's num_probes Rademacher probes otherwise. batch_size: images per
+    jitted batch (0: 8 for the exact trace, 64 for Hutchinson's).
+
+    Returns {"bits_per_dim", "bits_per_dim_stderr", "num_images", "per_image_bits",
+    "nfe_mean", "compile_seconds", "seconds"} (experiments/likelihood.py ode_bits_per_dim).
+    Raises ValueError naming config.data.dequantize for a model trained on the discrete
+    levels, config.model.num_classes for a class-conditional one (p(x | y), not p(x)).
+    """
+    levels = heldout_likelihood.num_levels(self.config)
+    if self.conditional:
+      raise ValueError(f"config.model.num_classes={self.num_classes}: heldout_bits_per_dim "
+                       f"scores p(x) of an unconditional model; a class-conditional one gives "
+                       f"p(x | y)")
+
+    def log_likelihood(params, key, x):
+      return flow_likelihood.log_likelihood(key, self.velocity_fn(params), x,
+                                            hutchinson=not exact, num_probes=num_probes,
+                                            rtol=rtol, atol=atol)
+
+    return heldout_likelihood.ode_bits_per_dim(
+        log_likelihood, params, key, dataset, num_levels=levels, num_images=num_images,
+        batch_size=batch_size or (8 if exact else 64))

@@ -28,6 +28,11 @@ Optional (the trainer and evaluation test `hasattr(family, hook)`; see OPTIONAL_
   figures(params, key, workdir, step) -> [paths]   PNGs written at the end of a run
   describe(request) -> str             the tag of eval_<tag>.json (default <sampler>_<num_steps>)
 
+Optional class attribute:
+  supports_dequantize = True           the family trains on config.data.dequantize = L draws
+                                       (uniformly dequantized digits, experiments/data.py);
+                                       config checks refuse the field for the others
+
 A family refuses a request field it cannot honour with a ValueError naming it
 (`refuse`), e.g. "the gan family cannot honour SampleRequest.num_steps=10 (it
 samples in one generator pass)"; sampler names and options are checked against

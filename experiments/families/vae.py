@@ -2,9 +2,15 @@
 
 Model: p(z) = N(0, I_latent), q(z|x) = N(mu(x), diag exp(log_var(x))) from an
 encoder, p(x|z) from a decoder: independent Bernoullis in logits for images in
-[0, 1] (likelihood="bernoulli"; refused for the symmetric pixel range), or a
+[0, 1] (likelihood="bernoulli"; refused for the symmetric pixel range), a
 diagonal Gaussian with a fixed or learned per-dimension variance
-(likelihood="gaussian", e.g. the 2-D toy sets, or colour images).
+(likelihood="gaussian", e.g. the 2-D toy sets, or colour images), or a
+discretised decoder (likelihood="categorical", images in [0, 1]): a softmax over
+config.vae.levels = L grey levels per pixel, the pixel x read as the level
+round(x (L - 1)) (digits: L = 17, x = p / 16 -> p exactly), so log p(x|z) is the
+log-probability of the discrete image and evaluation reports test_bits_per_dim =
+NLL / (D ln 2) of the large-k IWAE estimate: a bound on the exact discrete NLL.
+Its samples are levels k / (L - 1): the per-pixel mode ("mean") or a draw ("sample").
 
 Networks (config.vae.network): "mlp" (default; research/nets/vae.py, widths
 config.vae.hidden, on the flattened example) or "conv" (research/nets/conv_vae.py,
@@ -17,7 +23,9 @@ bin, x + (u - 1/2) delta with u ~ U(0, 1)^D and bin width delta = (range width) 
 (L - 1), in training and evaluation. The continuous density of the dequantised data
 then bounds the discrete one: log P(x) >= E_u log p(x + (u - 1/2) delta) + D log delta
 (Theis et al. 2016), and evaluation reports test_bits_per_dim =
-(NLL - D log delta) / (D log 2) from the large-k NLL estimate.
+(NLL - D log delta) / (D log 2) from the large-k NLL estimate. Both bits/dim come with
+test_bits_per_dim_stderr, the standard error over the held-out examples (std / sqrt(n)
+of the per-example values).
 
 Objectives (research/losses/vae.py), chosen by config.vae:
   iwae_k = 1, capacity = 0:  mean[-recon + beta KL]           (beta = 1: the negative ELBO;
@@ -95,13 +103,17 @@ class VAE:
                          f"stages need H and W divisible by {factor}, but "
                          f"config.data.name={config.data.name!r} is {shape[0]}x{shape[1]}")
     check.choice(v.likelihood, vae_loss.LIKELIHOODS, "config.vae.likelihood")
-    if v.likelihood == "bernoulli" and not image:
-      raise ValueError(f"config.vae.likelihood='bernoulli' needs data in [0, 1] (digits); "
-                       f"{config.data.name!r} is real-valued: use 'gaussian'")
-    if v.likelihood == "bernoulli" and info.pixel_range != "unit":
+    if v.likelihood in ("bernoulli", "categorical") and not image:
+      raise ValueError(f"config.vae.likelihood={v.likelihood!r} needs images in [0, 1] "
+                       f"(digits); {config.data.name!r} is real-valued: use 'gaussian'")
+    if v.likelihood in ("bernoulli", "categorical") and info.pixel_range != "unit":
       raise ValueError(f"config.data.pixel_range must be 'unit' for config.vae.likelihood="
-                       f"'bernoulli' (pixels are Bernoulli means in [0, 1]), got "
-                       f"{info.pixel_range!r}")
+                       f"{v.likelihood!r} (pixels in [0, 1]), got {info.pixel_range!r}")
+    if v.likelihood == "categorical":
+      levels = check.positive_int(v.get("levels"), "config.vae.levels")
+      if levels < 2:
+        raise ValueError(f"config.vae.levels must be an integer >= 2 (grey levels of the "
+                         f"categorical decoder), got {levels}")
     levels = check.non_negative_int(v.get("dequantize_levels", 0), "config.vae.dequantize_levels")
     if levels == 1:
       raise ValueError("config.vae.dequantize_levels must be 0 (off) or an integer >= 2, got 1")
@@ -130,6 +142,7 @@ class VAE:
     self.image = len(self.data_shape) > 1
     self.event_ndim = len(self.data_shape)
     self.network = self.v.get("network", "mlp")
+    self.levels = int(self.v.levels) if self.v.likelihood == "categorical" else 0
     levels = self.v.get("dequantize_levels", 0)
     width = 2.0 if config.data.get("pixel_range", "unit") == "symmetric" else 1.0
     self.bin_width = width / (levels - 1) if levels else 0.0  # 0: no dequantisation
@@ -143,20 +156,18 @@ class VAE:
     v = self.v
     k_enc, k_dec = jax.random.split(key)
     gaussian = v.likelihood == "gaussian"
+    head = dict(log_var=float(v.decoder_log_var) if gaussian else None,
+                learn_log_var=gaussian and v.learn_decoder_var, levels=self.levels or None)
     if self.network == "conv":
       encoder = ConvEncoder(self.data_shape, v.latent_dim, tuple(v.channels),
                             rngs=nnx.Rngs(params=k_enc))
       decoder = ConvDecoder(v.latent_dim, self.data_shape, tuple(reversed(v.channels)),
-                            log_var=float(v.decoder_log_var) if gaussian else None,
-                            learn_log_var=gaussian and v.learn_decoder_var,
-                            rngs=nnx.Rngs(params=k_dec))
+                            rngs=nnx.Rngs(params=k_dec), **head)
       return encoder, decoder
     encoder = MLPEncoder(self.data_shape, v.latent_dim, tuple(v.hidden),
                          rngs=nnx.Rngs(params=k_enc))
     decoder = MLPDecoder(v.latent_dim, self.data_shape, tuple(reversed(v.hidden)),
-                         log_var=float(v.decoder_log_var) if gaussian else None,
-                         learn_log_var=gaussian and v.learn_decoder_var,
-                         rngs=nnx.Rngs(params=k_dec))
+                         rngs=nnx.Rngs(params=k_dec), **head)
     return encoder, decoder
 
   def init(self, key: jax.Array):
@@ -205,8 +216,9 @@ class VAE:
     refuse_given(self.name, request, REFUSED)
 
   def sample(self, params, key, n: int, request: SampleRequest | None = None):
-    """Decode z ~ N(0, I): "mean" gives Bernoulli probabilities / the Gaussian mean,
-    "sample" draws x ~ p(x|z). Returns (x, {}) with x of shape (n, *data_shape)."""
+    """Decode z ~ N(0, I): "mean" gives Bernoulli probabilities / the Gaussian mean / the
+    categorical mode k / (L - 1), "sample" draws x ~ p(x|z). Returns (x, {}) with x of
+    shape (n, *data_shape)."""
     request = as_request(request)
     self.check_request(request)
     return self._sample(params["model"], key, n, request.sampler or self.config.sample.sampler), {}
@@ -217,6 +229,9 @@ class VAE:
     if self.v.likelihood == "bernoulli":
       probs = jax.nn.sigmoid(out)
       return probs if sampler == "mean" else jax.random.bernoulli(k_x, probs).astype(jnp.float32)
+    if self.levels:
+      k = jnp.argmax(out, -1) if sampler == "mean" else jax.random.categorical(k_x, out, -1)
+      return k.astype(jnp.float32) / (self.levels - 1)
     mean, log_var = out
     noise = jax.random.normal(k_x, mean.shape, mean.dtype)
     return mean if sampler == "mean" else mean + jnp.exp(0.5 * log_var) * noise
@@ -241,6 +256,7 @@ class VAE:
       start += size
     nll = vae_loss.iwae_nll(k_nll, x, mu, log_var, dec, k=v.nll_k, chunk_size=v.nll_chunk, **kw)
     out[f"test_iwae_nll_{v.nll_k}"] = jnp.mean(nll)
+    out["nll_per_example"] = nll
     return out
 
   def _heldout_and_train(self, k_data, k_fit, dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -268,13 +284,14 @@ class VAE:
     names = ["test_neg_elbo", "test_recon", "test_kl",
              *(f"test_iwae_nll_{k}" for k in (*self.v.eval_k, self.v.nll_k))]
     batch = self.v.get("eval_batch", 0) or test.shape[0]
-    per_batch, sizes, mus = [], [], []
+    per_batch, sizes, mus, nlls = [], [], [], []
     for i, start in enumerate(range(0, test.shape[0], batch)):
       x = jnp.asarray(test[start:start + batch])
       terms = self._eval_fn(params["model"], k_eval if i == 0 else jax.random.fold_in(k_eval, i), x)
       per_batch.append({name: float(terms[name]) for name in names})
       sizes.append(x.shape[0])
       mus.append(np.asarray(terms["mu"], np.float64))
+      nlls.append(np.asarray(terms["nll_per_example"], np.float64))
     if len(per_batch) == 1:
       out = per_batch[0]  # in the order of `names` (jit sorts dict keys)
     else:  # the mean over all held-out examples: batch means weighted by batch size
@@ -283,24 +300,40 @@ class VAE:
     # Active units (Burda et al. 2016): Cov_x(E_q[z_j]) > 0.01.
     out["active_units"] = int(np.sum(np.var(np.concatenate(mus), axis=0) > 0.01))
     out["num_test"] = int(test.shape[0])
-    out.update(_baseline_nll(self.v.likelihood, self.image, train, test))
-    if self.bin_width:
+    out.update(_baseline_nll(self.v.likelihood, self.image, train, test, self.levels))
+    if self.bin_width or self.levels:
+      # per-example bits/dim of the large-k NLL: (nll - D log delta) / (D ln 2) for the
+      # dequantised Gaussian, nll / (D ln 2) for the categorical decoder (a discrete NLL)
       dims = math.prod(self.data_shape)
-      to_bits = lambda nll: (nll - dims * math.log(self.bin_width)) / (dims * math.log(2.0))  # noqa: E731
+      offset = dims * math.log(self.bin_width) if self.bin_width else 0.0
+      to_bits = lambda nll: (nll - offset) / (dims * math.log(2.0))  # noqa: E731
       out["test_bits_per_dim"] = to_bits(out[f"test_iwae_nll_{self.v.nll_k}"])
-      out["gaussian_baseline_bits_per_dim"] = to_bits(out["gaussian_baseline_nll"])
+      per_example = to_bits(np.concatenate(nlls))
+      out["test_bits_per_dim_stderr"] = float(np.std(per_example, ddof=1)
+                                              / math.sqrt(per_example.size))
+      baseline = "categorical" if self.levels else "gaussian"
+      out[f"{baseline}_baseline_bits_per_dim"] = to_bits(out[f"{baseline}_baseline_nll"])
     return out
 
   # -- figures -------------------------------------------------------------------------
   @property
   def _mean_name(self) -> str:
-    return "Bernoulli means" if self.v.likelihood == "bernoulli" else "Gaussian means"
+    return {"bernoulli": "Bernoulli means", "gaussian": "Gaussian means",
+            "categorical": "categorical modes"}[self.v.likelihood]
 
   def _unit(self, images) -> np.ndarray:
     """Decoder means (model space) -> numpy images in [0, 1] for plotting."""
-    if self.v.likelihood == "bernoulli":
-      return np.asarray(images)  # probabilities, already in [0, 1]
+    if self.v.likelihood in ("bernoulli", "categorical"):
+      return np.asarray(images)  # probabilities / levels k / (L - 1), already in [0, 1]
     return np.asarray(self.dataset.to_unit(images))
+
+  def _decoded_means(self, out):
+    """The "mean" image of a decoder output: Bernoulli means, categorical modes, Gaussian means."""
+    if self.v.likelihood == "bernoulli":
+      return jax.nn.sigmoid(out)
+    if self.levels:
+      return jnp.argmax(out, -1).astype(jnp.float32) / (self.levels - 1)
+    return out[0]
 
   def figures(self, params, key, workdir: str, step: int) -> list[str]:
     """PNGs in the workdir. Images: a grid of prior samples and, for a 2-D latent, the
@@ -335,22 +368,33 @@ class VAE:
     quantiles = jax.scipy.stats.norm.ppf(jnp.linspace(0.05, 0.95, 15))
     z1, z2 = jnp.meshgrid(quantiles, quantiles[::-1])  # rows: z2 from high (top) to low
     out = self.decoder_fn(model)(jnp.stack([z1.ravel(), z2.ravel()], axis=-1))
-    grid = jax.nn.sigmoid(out) if self.v.likelihood == "bernoulli" else out[0]
+    grid = self._decoded_means(out)
     paths.append(run_figures.image_canvas(
         path("latent_grid"), self._unit(grid), 15,
         title=f"decoder over N(0,1) quantiles 0.05..0.95, step {step}"))
     return paths
 
 
-def _baseline_nll(likelihood: str, image: bool, train: np.ndarray, test: np.ndarray) -> dict:
+def _baseline_nll(likelihood: str, image: bool, train: np.ndarray, test: np.ndarray,
+                  levels: int = 0) -> dict:
   """NLL (nats per example) on test of a model with independent dimensions fitted on train.
 
   bernoulli: p_j = (sum_train x_j + 1) / (n + 2) (Laplace smoothing, so pixels never
-  inked in train do not give log 0); gaussian on images: N(mean_j, max(var_j, 1e-3));
-  gaussian on toy data: one full-covariance Gaussian (the best single Gaussian).
+  inked in train do not give log 0); categorical: p_j(k) = (n_j(k) + 1) / (n + L) over
+  the L levels k = round(x (L - 1)) (Laplace); gaussian on images:
+  N(mean_j, max(var_j, 1e-3)); gaussian on toy data: one full-covariance Gaussian (the
+  best single Gaussian).
   """
   train = train.reshape(train.shape[0], -1).astype(np.float64)
   test = test.reshape(test.shape[0], -1).astype(np.float64)
+  if likelihood == "categorical":
+    k_train = np.round(np.clip(train, 0, 1) * (levels - 1)).astype(np.int64)
+    k_test = np.round(np.clip(test, 0, 1) * (levels - 1)).astype(np.int64)
+    counts = np.ones((train.shape[1], levels))
+    np.add.at(counts, (np.broadcast_to(np.arange(train.shape[1]), k_train.shape), k_train), 1.0)
+    log_p = np.log(counts) - np.log(counts.sum(1, keepdims=True))
+    ll = log_p[np.arange(test.shape[1]), k_test].sum(1)
+    return {"categorical_baseline_nll": float(-ll.mean())}
   if likelihood == "bernoulli":
     p = (train.sum(0) + 1.0) / (train.shape[0] + 2.0)
     ll = test @ np.log(p) + (1.0 - test) @ np.log1p(-p)

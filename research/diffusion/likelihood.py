@@ -22,28 +22,28 @@ The prior is p_1 = N(0, I) for VP schedules and N(0, sigma(1)^2 I) for VE (as
 in score_sde). The divergence is exact (trace of the Jacobian, D Jacobian-vector
 products: small D only) or Hutchinson's estimate eps^T (df/dx) eps with fixed
 Rademacher or Gaussian probes (Hutchinson 1989; Grathwohl et al. 2019, FFJORD),
-an unbiased estimate of the log-likelihood.
+an unbiased estimate of the log-likelihood. The integration itself is the shared
+engine of research/flow/likelihood.py (`ode_log_likelihood`), which flow-matching
+models use with their own velocity field.
 """
 from __future__ import annotations
 
 import math
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from research.diffusion import parameterization as param
 from research.diffusion import samplers as samplers_lib
+from research.flow import likelihood as cnf
 
 __all__ = ["log_likelihood", "probability_flow_drift", "bits_per_dim",
            "dequantization_offset", "OFFSET_8BIT", "OFFSET_8BIT_256_BINS", "SOLVERS",
            "PROBES"]
 
-SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
-PROBES = ("rademacher", "gaussian")
-# Both FSAL solvers spend 6 new evaluations per attempted step.
-_EVALS_PER_STEP = 6
+SOLVERS = cnf.SOLVERS
+PROBES = cnf.PROBES
 
 # log of the number of 8-bit levels per unit length of the data (nats per dim):
 # x = k / 127.5 - 1 maps k = 0..255 onto [-1, 1] with spacing 2/255.
@@ -70,19 +70,6 @@ def probability_flow_drift(model_fn, schedule, prediction="eps"):
     return (dlog_alpha(t) * x - sigma * dlog_snr(t) * eps).astype(x.dtype)
 
   return drift
-
-
-def _probes(key, x0, num_probes, probe):
-  """(B, K, ...) probes; example i uses fold_in(key, i) (independent of the batch size)."""
-
-  def one(i):
-    k = jax.random.fold_in(key, i)
-    shape = (num_probes,) + x0.shape[1:]
-    if probe == "rademacher":
-      return jax.random.rademacher(k, shape, x0.dtype)
-    return jax.random.normal(k, shape, x0.dtype)
-
-  return jax.vmap(one)(jnp.arange(x0.shape[0]))
 
 
 def log_likelihood(key, model_fn, x0, schedule, *, prediction="eps", hutchinson=True,
@@ -125,18 +112,6 @@ def log_likelihood(key, model_fn, x0, schedule, *, prediction="eps", hutchinson=
   the data density smoothed by the forward process up to t_eps.
   """
   param.check_prediction(prediction)
-  if solver not in SOLVERS:
-    raise ValueError(f"unknown solver={solver!r}; valid solvers: {list(SOLVERS)}")
-  if probe not in PROBES:
-    raise ValueError(f"unknown probe={probe!r}; valid probes: {list(PROBES)}")
-  if isinstance(num_probes, bool) or not isinstance(num_probes, (int, np.integer)) \
-      or num_probes < 1:
-    raise ValueError(f"num_probes must be a Python int >= 1, got num_probes={num_probes!r}")
-  for name, value in (("rtol", rtol), ("atol", atol)):
-    if not float(value) > 0:
-      raise ValueError(f"{name} must be > 0, got {name}={value!r}")
-  if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-    raise ValueError(f"max_steps must be a Python int >= 1, got max_steps={max_steps!r}")
   t_eps = schedule.t_min if t_eps is None else float(t_eps)
   if not 0.0 <= t_eps < schedule.t_max or (schedule.is_vp and t_eps <= 0.0):
     raise ValueError(f"t_eps must lie in (0, 1) for VP schedules ([0, 1) for VE), "
@@ -145,46 +120,15 @@ def log_likelihood(key, model_fn, x0, schedule, *, prediction="eps", hutchinson=
   if x0.ndim < 1 or not jnp.issubdtype(x0.dtype, jnp.floating):
     raise ValueError(f"x0 must be a float array of shape (batch, ...), got shape "
                      f"{x0.shape} and dtype {x0.dtype}")
-  x0 = x0.astype(jnp.float32)
   if prior_std is None:
     prior_std = 1.0 if schedule.is_vp else schedule.sigma(jnp.float32(schedule.t_max))
   prior_std = jnp.asarray(prior_std, jnp.float32)
-  drift = probability_flow_drift(model_fn, schedule, prediction)
-  dims = int(np.prod(x0.shape[1:]))
-  probes = _probes(key, x0, num_probes, probe) if hutchinson else None
-  basis = jnp.eye(dims, dtype=jnp.float32).reshape((dims, 1) + x0.shape[1:])
-
-  def augmented(t, state, probes_i):
-    x, _ = state                                             # x: (1, ...)
-    f, jvp_fn = jax.linearize(lambda z: drift(z, t), x)
-    if hutchinson:
-      jv = jax.vmap(jvp_fn)(probes_i[:, None])              # (K, 1, ...)
-      div = jnp.mean(jnp.sum((probes_i[:, None] * jv).reshape(num_probes, -1), axis=1))
-    else:
-      jv = jax.vmap(jvp_fn)(basis)                           # (D, 1, ...)
-      div = jnp.trace(jv.reshape(dims, dims))
-    return f, div
-
-  term = diffrax.ODETerm(augmented)
-  t0, t1 = jnp.float32(t_eps), jnp.float32(schedule.t_max)
-  dt0 = (t1 - t0) / 100
-
-  def solve_one(x_i, probes_i):
-    state0 = (x_i[None], jnp.zeros((), jnp.float32))
-    f0 = augmented(t0, state0, probes_i)                     # FSAL state: counted below
-    sol = diffrax.diffeqsolve(
-        term, SOLVERS[solver](), t0, t1, dt0, state0, args=probes_i,
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps, solver_state=(jnp.array(False), f0),
-        saveat=diffrax.SaveAt(t1=True))
-    x1, integral = sol.ys[0][-1], sol.ys[1][-1]
-    prior = jnp.sum(jax.scipy.stats.norm.logpdf(x1, 0.0, prior_std))
-    num_steps = jnp.asarray(sol.stats["num_steps"], jnp.int32)
-    return prior + integral, 1 + _EVALS_PER_STEP * num_steps
-
-  if hutchinson:
-    return jax.vmap(solve_one)(x0, probes)
-  return jax.vmap(lambda x_i: solve_one(x_i, None))(x0)
+  return cnf.ode_log_likelihood(
+      key, probability_flow_drift(model_fn, schedule, prediction), x0.astype(jnp.float32),
+      t_start=t_eps, t_end=schedule.t_max,
+      prior_log_prob=lambda x1: jnp.sum(jax.scipy.stats.norm.logpdf(x1, 0.0, prior_std)),
+      hutchinson=hutchinson, num_probes=num_probes, probe=probe, rtol=rtol, atol=atol,
+      solver=solver, max_steps=max_steps)
 
 
 def dequantization_offset(num_levels=256, low=-1.0, high=1.0):

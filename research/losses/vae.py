@@ -7,8 +7,10 @@ as a plain callable `decoder_fn(z) -> output` that accepts any leading axes
 (z has shape (..., latent_dim)), so the same code serves a Flax network and an
 analytic model. The decoder output is read by `likelihood`:
 
-  "bernoulli": output = logits l, same shape as x;
-  "gaussian":  output = (mean, log_var), log_var broadcastable to x (fixed or learned).
+  "bernoulli":   output = logits l, same shape as x;
+  "gaussian":    output = (mean, log_var), log_var broadcastable to x (fixed or learned);
+  "categorical": output = logits l of shape (*x.shape, L) over L grey levels, x in [0, 1]
+                 read as the level round(x (L - 1)) (a discretised decoder).
 
 Reduction convention: log-likelihoods and KLs are SUMMED over the last
 `event_ndim` axes of x (the pixels of one example; 1 for flattened data) and over
@@ -33,12 +35,13 @@ import numpy as np
 from research.sampling.reparam import rsample_normal
 
 __all__ = ["LIKELIHOODS", "KL_ESTIMATORS", "bernoulli_log_likelihood", "gaussian_log_likelihood",
-           "log_likelihood", "normal_log_prob", "standard_normal_log_prob", "kl_standard_normal",
+           "categorical_log_likelihood", "log_likelihood", "normal_log_prob",
+           "standard_normal_log_prob", "kl_standard_normal",
            "kl_monte_carlo", "ElboTerms", "elbo", "beta_vae_loss", "capacity_schedule",
            "capacity_vae_loss", "log_importance_weights", "iwae_bound", "LogWeights",
            "log_weight_samples", "iwae_estimates", "iwae_nll"]
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "categorical")
 KL_ESTIMATORS = ("analytic", "mc")
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -99,11 +102,38 @@ def gaussian_log_likelihood(x, mean, log_var, event_ndim: int = 1):
   return _event_sum(per_dim, event_ndim)
 
 
+def categorical_log_likelihood(x, logits, event_ndim: int = 1):
+  """log p(x|l) of independent categoricals over L grey levels, summed over the event axes.
+
+  logits l: shape (..., *event, L), one softmax over the L levels per pixel; x in [0, 1]
+  (shape (..., *event), broadcasting against l without its last axis) is read as the
+  level k = round(x (L - 1)) (values outside [0, 1] are clipped first), and
+
+      log p(x|l) = sum_j log softmax(l_j)[k_j]
+
+  -- a discretised decoder, the per-pixel softmax of PixelRNN (van den Oord et al. 2016)
+  over the data's own levels, so log p(x|z) is a log-probability of the discrete image
+  and an IWAE bound on it bounds the exact discrete NLL. Written with log_softmax.
+  """
+  logits = jnp.asarray(logits)
+  levels = logits.shape[-1] if logits.ndim else 0
+  if levels < 2:
+    raise ValueError(f"logits must end in an axis of L >= 2 levels, got shape {logits.shape}")
+  logp = jax.nn.log_softmax(logits.astype(jnp.result_type(logits, jnp.float32)), axis=-1)
+  k = jnp.round(jnp.clip(jnp.asarray(x, logp.dtype), 0.0, 1.0) * (levels - 1)).astype(jnp.int32)
+  k = jnp.broadcast_to(k, logp.shape[:-1])
+  per_dim = jnp.take_along_axis(logp, k[..., None], axis=-1)[..., 0]
+  return _event_sum(per_dim, event_ndim)
+
+
 def log_likelihood(x, decoder_out, likelihood: str = "bernoulli", event_ndim: int = 1):
-  """log p(x|z) from a decoder output: logits ("bernoulli") or (mean, log_var) ("gaussian")."""
+  """log p(x|z) from a decoder output: logits ("bernoulli"), (mean, log_var) ("gaussian")
+  or level logits with a trailing axis of L levels ("categorical")."""
   _check_choice("likelihood", likelihood, LIKELIHOODS)
   if likelihood == "bernoulli":
     return bernoulli_log_likelihood(x, decoder_out, event_ndim)
+  if likelihood == "categorical":
+    return categorical_log_likelihood(x, decoder_out, event_ndim)
   if not isinstance(decoder_out, (tuple, list)) or len(decoder_out) != 2:
     raise ValueError("likelihood='gaussian' needs decoder_fn(z) -> (mean, log_var), got "
                      f"{type(decoder_out).__name__}")
@@ -186,7 +216,7 @@ def elbo(key, x, mu, log_var, decoder_fn: Callable, *, likelihood: str = "bernou
     x: data, shape (batch, *event) with len(event) == event_ndim.
     mu, log_var: q(z|x) parameters, shape (batch, latent_dim).
     decoder_fn: z (..., latent_dim) -> logits or (mean, log_var) (see module doc).
-    likelihood: "bernoulli" | "gaussian".
+    likelihood: "bernoulli" | "gaussian" | "categorical".
     kl: "analytic" | "mc".
   """
   _check_choice("likelihood", likelihood, LIKELIHOODS)

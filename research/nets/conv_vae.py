@@ -12,7 +12,8 @@ of conv widths instead of MLP widths):
     h = reshape(act(W z + b), (H / 2^n, W / 2^n, channels[0])) ->
     act(ConvTranspose4x4 stride 2) per width -> Conv3x3 to C -> (..., H, W, C):
     Bernoulli logits, or a Gaussian (mean, log_var) pair when built with `log_var`
-    (fixed, or a learned per-pixel log-variance with learn_log_var=True).
+    (fixed, or a learned per-pixel log-variance with learn_log_var=True); with
+    `levels=L` the last conv has C L outputs: logits (..., H, W, C, L) over L grey levels.
 
 n = len(channels) stride-2 stages, so H and W must be divisible by 2^n (8x8
 digits and 28x28 MNIST with two stages, 32x32 CIFAR with up to five).
@@ -27,6 +28,8 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from research.nets.vae import check_levels
 
 __all__ = ["ConvEncoder", "ConvDecoder"]
 
@@ -87,17 +90,20 @@ class ConvDecoder(nnx.Module):
   log_var=float: returns (out, log_var broadcast to out's shape); the log-variance is that
   constant, or a learned per-pixel parameter of shape image_shape initialised to it when
   learn_log_var=True (homoscedastic: it does not depend on z). As MLPDecoder.
+  levels=L: logits (..., H, W, C, L) over L grey levels per pixel (a categorical decoder).
   """
 
   def __init__(self, latent_dim: int, image_shape: Sequence[int],
                channels: Sequence[int] = (64, 32),
                *, log_var: float | None = None, learn_log_var: bool = False,
+               levels: int | None = None,
                activation: Callable[[jax.Array], jax.Array] = nnx.silu, rngs: nnx.Rngs):
     _check_latent(latent_dim)
     self.image_shape, channels = _check_image(image_shape, channels)
     if learn_log_var and log_var is None:
       raise ValueError("learn_log_var=True needs an initial log_var (a float), got None")
-    self.out_shape = self.image_shape  # MLPDecoder's name for the same thing
+    self.levels = check_levels(levels, log_var)
+    self.out_shape = self.image_shape + self.levels  # MLPDecoder's name for the same thing
     self.latent_dim = latent_dim
     self.activation = activation
     factor = 2 ** len(channels)
@@ -106,8 +112,8 @@ class ConvDecoder(nnx.Module):
     widths = [channels[0], *channels]
     self.ups = nnx.List([nnx.ConvTranspose(a, b, (4, 4), strides=(2, 2), padding="SAME", rngs=rngs)
                          for a, b in zip(widths[:-1], widths[1:])])
-    self.out = nnx.Conv(channels[-1], self.image_shape[-1], (3, 3), padding=((1, 1), (1, 1)),
-                        rngs=rngs)
+    self.out = nnx.Conv(channels[-1], math.prod(self.image_shape[-1:] + self.levels), (3, 3),
+                        padding=((1, 1), (1, 1)), rngs=rngs)
     self.gaussian = log_var is not None
     if learn_log_var:
       self.log_var = nnx.Param(jnp.full(self.image_shape, log_var, jnp.float32))
@@ -115,7 +121,8 @@ class ConvDecoder(nnx.Module):
       self.log_var = None if log_var is None else float(log_var)
 
   def __call__(self, z: jax.Array):
-    """z (..., latent_dim) -> (..., H, W, C), or a (mean, log_var) pair of that shape."""
+    """z (..., latent_dim) -> (..., H, W, C) (levels: (..., H, W, C, L)), or a (mean,
+    log_var) pair of shape (..., H, W, C)."""
     if z.ndim < 1 or z.shape[-1] != self.latent_dim:
       raise ValueError(f"z must end in latent_dim={self.latent_dim}, got shape {z.shape}")
     lead = z.shape[:-1]
@@ -123,7 +130,7 @@ class ConvDecoder(nnx.Module):
     h = h.reshape(-1, *self.seed)
     for up in self.ups:
       h = self.activation(up(h))
-    out = self.out(h).reshape(*lead, *self.image_shape)
+    out = self.out(h).reshape(*lead, *self.out_shape)
     if not self.gaussian:
       return out
     log_var = self.log_var[...] if isinstance(self.log_var, nnx.Param) else self.log_var

@@ -3,9 +3,10 @@
 `MLPEncoder` flattens an example's event axes (e.g. an 8x8x1 image -> 64) and
 returns the parameters of q(z|x) = N(mu, diag exp(log_var)). `MLPDecoder` maps
 z of shape (..., latent_dim) -- any leading axes, e.g. (k, batch) importance
-samples -- to an output of shape (..., *out_shape): Bernoulli logits, or a
+samples -- to an output of shape (..., *out_shape): Bernoulli logits, a
 Gaussian (mean, log_var) pair when built with `log_var` (fixed observation
-noise, or a learned per-dimension log-variance with `learn_log_var=True`).
+noise, or a learned per-dimension log-variance with `learn_log_var=True`), or
+logits over L grey levels, shape (..., *out_shape, L), when built with `levels=L`.
 Use research.nets.mlp.functional to get (params, apply) with pure params.
 """
 
@@ -57,6 +58,18 @@ class MLPEncoder(nnx.Module):
     return mu, log_var
 
 
+def check_levels(levels, log_var) -> tuple[int, ...]:
+  """() for levels=None, else (L,) for an integer L >= 2 (not with a Gaussian log_var)."""
+  if levels is None:
+    return ()
+  if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+    raise ValueError(f"levels must be None or an integer >= 2, got {levels!r}")
+  if log_var is not None:
+    raise ValueError("levels (a categorical decoder) and log_var (a Gaussian one) exclude each "
+                     "other")
+  return (levels,)
+
+
 class MLPDecoder(nnx.Module):
   """z (..., latent_dim) -> logits (..., *out_shape), or (mean, log_var) for a Gaussian decoder.
 
@@ -65,17 +78,20 @@ class MLPDecoder(nnx.Module):
   log_var=float: returns (out, log_var broadcast to out's shape); the log-variance is
   that constant, or a learned per-dimension parameter initialised to it when
   learn_log_var=True (a homoscedastic decoder: it does not depend on z).
+  levels=L: out has shape (..., *out_shape, L), logits over L grey levels per pixel
+  (a categorical decoder).
   """
 
   def __init__(self, latent_dim: int, out_shape: Sequence[int], hidden: Sequence[int] = (256, 256),
                *, log_var: float | None = None, learn_log_var: bool = False,
+               levels: int | None = None,
                activation: Callable[[jax.Array], jax.Array] = nnx.silu, rngs: nnx.Rngs):
     if latent_dim < 1:
       raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
     _check_widths(hidden)
     if learn_log_var and log_var is None:
       raise ValueError("learn_log_var=True needs an initial log_var (a float), got None")
-    self.out_shape = tuple(int(d) for d in out_shape)
+    self.out_shape = tuple(int(d) for d in out_shape) + check_levels(levels, log_var)
     self.latent_dim = latent_dim
     self.activation = activation
     self.layers = _mlp([latent_dim, *hidden], rngs)

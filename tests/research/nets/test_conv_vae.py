@@ -64,6 +64,14 @@ def test_decoder_accepts_leading_sample_axes(dec):
   np.testing.assert_allclose(logits[2, 1], apply(params, z[2, 1]), rtol=1e-5, atol=1e-5)
 
 
+def test_categorical_decoder_outputs_logits_over_levels():
+  params, apply = functional(ConvDecoder(3, SHAPE, (16, 8), levels=17, rngs=nnx.Rngs(0)))
+  z = jax.random.normal(jax.random.key(2), (7, 5, 3))
+  out = jax.jit(apply)(params, z)
+  assert out.shape == (7, 5, *SHAPE, 17)
+  np.testing.assert_allclose(out[2, 1], apply(params, z[2, 1]), rtol=1e-5, atol=1e-5)
+
+
 def test_same_call_as_the_mlp_networks():
   # experiments/families/vae.py builds MLPEncoder(data_shape, latent, hidden, rngs=...) and
   # MLPDecoder(latent, data_shape, reversed(hidden), log_var=..., learn_log_var=..., rngs=...).

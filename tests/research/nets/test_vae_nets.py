@@ -48,6 +48,16 @@ def test_gaussian_decoder_fixed_and_learned_log_variance():
   np.testing.assert_allclose(grad["log_var"], 4.0)              # trainable, one per dimension
 
 
+def test_categorical_decoder_outputs_logits_over_levels():
+  params, apply = functional(MLPDecoder(3, (8, 8, 1), (16,), levels=17, rngs=nnx.Rngs(0)))
+  z = jax.random.normal(jax.random.key(1), (7, 5, 3))           # (k, batch, latent)
+  assert apply(params, z).shape == (7, 5, 8, 8, 1, 17)
+  with pytest.raises(ValueError, match="levels"):
+    MLPDecoder(3, (4,), (8,), levels=1, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="exclude"):
+    MLPDecoder(3, (4,), (8,), levels=17, log_var=0.0, rngs=nnx.Rngs(0))
+
+
 def test_bad_arguments_raise():
   with pytest.raises(ValueError, match="latent_dim"):
     MLPEncoder((4,), 0, (8,), rngs=nnx.Rngs(0))
