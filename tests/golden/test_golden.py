@@ -38,11 +38,19 @@ def test_sampler_output_unchanged(samples, name):
   np.testing.assert_allclose(samples[name], GOLDEN[name], rtol=0, atol=1e-6, err_msg=name)
 
 
+CHAOTIC_STEPS = 6
+
+
 def test_family_losses_unchanged():
   losses = cases.family_losses()
   assert set(losses) == set(_keys("family/"))
   for name, value in losses.items():
-    np.testing.assert_allclose(value, GOLDEN[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    # The WGAN-GP critic loss is chaotic in the reduction order (the gradient penalty of an
+    # alternating game): on another machine's XLA it leaves 1e-5 after ~7 steps, so its
+    # golden is the first CHAOTIC_STEPS steps.
+    steps = CHAOTIC_STEPS if "wgan_gp" in name else None
+    np.testing.assert_allclose(np.asarray(value)[:steps], np.asarray(GOLDEN[name])[:steps],
+                               rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 @pytest.mark.slow

