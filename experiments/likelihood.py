@@ -37,7 +37,13 @@ from research.metrics import likelihood as likelihood_lib
 
 
 def num_levels(config) -> int:
-  """config.data.dequantize (the L the model was trained on); ValueError naming it if 0."""
+  """config.data.dequantize (the L the model was trained on) of an unconditional model;
+  ValueError naming config.data.dequantize if 0, config.model.num_classes if > 0 (a
+  class-conditional model gives p(x | y), not p(x))."""
+  classes = int(config.get("model", {}).get("num_classes", 0) or 0)
+  if classes:
+    raise ValueError(f"config.model.num_classes={classes}: heldout_bits_per_dim scores p(x) of "
+                     f"an unconditional model; a class-conditional one gives p(x | y)")
   levels = int(config.data.get("dequantize", 0) or 0)
   if levels < 2:
     raise ValueError(f"config.data.dequantize={levels}: a dequantized held-out likelihood needs "

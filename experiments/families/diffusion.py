@@ -254,10 +254,6 @@ class Diffusion:
     levels, config.model.num_classes for a class-conditional one.
     """
     levels = heldout_likelihood.num_levels(self.config)
-    if self.conditional:
-      raise ValueError(f"config.model.num_classes={self.num_classes}: heldout_bits_per_dim "
-                       f"scores p(x) of an unconditional model; a class-conditional one gives "
-                       f"p(x | y)")
 
     def log_likelihood(params, key, x):
       return diffusion_likelihood.log_likelihood(

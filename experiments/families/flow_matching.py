@@ -159,10 +159,6 @@ class FlowMatching:
     levels, config.model.num_classes for a class-conditional one (p(x | y), not p(x)).
     """
     levels = heldout_likelihood.num_levels(self.config)
-    if self.conditional:
-      raise ValueError(f"config.model.num_classes={self.num_classes}: heldout_bits_per_dim "
-                       f"scores p(x) of an unconditional model; a class-conditional one gives "
-                       f"p(x | y)")
 
     def log_likelihood(params, key, x):
       return flow_likelihood.log_likelihood(key, self.velocity_fn(params), x,
