@@ -21,7 +21,9 @@ EXPECTED_KINDS = {"uniform": "exact", "marginal": "exact", "left_up": "exact", "
                   "diffusion (Hutchinson)": "estimate", "diffusion (exact trace)": "bound"}
 
 
-DEFAULT_MODELS = "uniform-marginal-left_up-ar-vae-flow_matching"
+# The default suite trains one model (the VAE, ~1 min); every trained row, the AR transformer and
+# the ODE likelihoods included, runs in the slow test below (~5 min on 2 cores).
+DEFAULT_MODELS = "uniform-marginal-left_up-vae"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,8 @@ def _check_rows(result):
   assert rows["uniform"]["stderr"] == pytest.approx(0.0, abs=1e-12)
   assert rows["left_up"]["bits/dim"] < rows["marginal"]["bits/dim"] < rows["uniform"]["bits/dim"]
   for name in ("uniform", "marginal", "left_up", "ar", "vae"):
-    assert rows[name]["images"] == 297, name
+    if name in models:
+      assert rows[name]["images"] == 297, name
   assert "IWAE k=200" in rows["vae"]["reports"]      # runlocal's nll_k
   for family in ("flow_matching", "diffusion"):
     if family in models:

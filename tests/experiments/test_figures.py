@@ -24,7 +24,7 @@ EXPECTED = ("primitives", "gradient_variance", "forward_diffusion", "sampler_err
             "flow_vs_ddpm", "gan_coverage", "beta_vae", "cfg_sweep", "consistency_vs_teacher",
             "langevin", "ar_sampling", "ar_samples", "flow_densities")
 # quick runs that take > ~20 s of CPU (trainings + compiles; cfg_sweep ~70 s): run with -m slow
-SLOW = {"flow_vs_ddpm", "consistency_vs_teacher", "beta_vae", "sampler_error_vs_nfe", "cfg_sweep",
+SLOW = {"gan_coverage", "flow_vs_ddpm", "consistency_vs_teacher", "beta_vae", "sampler_error_vs_nfe", "cfg_sweep",
         "ar_sampling", "ar_samples", "flow_densities"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
