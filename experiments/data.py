@@ -49,6 +49,12 @@ trained on these batches has a held-out dequantized NLL that bounds the NLL of t
 discrete data (docs/likelihood.md); only families with `supports_dequantize = True`
 accept the field (experiments/configuration.py refuses it for the others).
 
+Latents (config.data.autoencoder_workdir = a finished autoencoder run, image sets):
+`make_dataset` returns experiments/latent.py's LatentDataset (the scaled encoder means of
+both splits, labels kept, `decode` back to this pixel range, `pixels` the pixel set)
+and `dataset_info` the latent shape, read from the autoencoder's config.json
+(docs/latent.md).
+
 Pixel range (config.data.pixel_range, images only): "unit" (default) keeps
 pixels in [0, 1]: x = p / 255 (digits: p / 16); "symmetric" maps them to [-1, 1]:
 x = 2 u - 1, the range diffusion / flow / consistency / GAN image models train on
@@ -214,6 +220,7 @@ class DatasetInfo:
   shape: tuple
   num_classes: int
   pixel_range: str
+  latent: bool = False   # autoencoder latents of the image set (shape: the latent shape)
 
   @property
   def image(self) -> bool:
@@ -234,6 +241,14 @@ def dataset_info(data_config) -> DatasetInfo:
   pixel_range = data_config.get("pixel_range", "unit") if hasattr(data_config, "get") else None
   if pixel_range not in PIXEL_RANGES:
     raise ValueError(f"config.data.pixel_range must be one of {PIXEL_RANGES}, got {pixel_range!r}")
+  if data_config.get("autoencoder_workdir", ""):   # latents of a trained autoencoder
+    pixel = dataset_info(_without_autoencoder(data_config))
+    if not pixel.image:
+      raise ValueError(f"config.data.autoencoder_workdir needs an image set, got "
+                       f"config.data.name={name!r}")
+    from experiments import latent   # reads the autoencoder's config.json only
+    return DatasetInfo(name, latent.latent_shape(data_config), pixel.num_classes, pixel_range,
+                       latent=True)
   if name in toy.NAMES:
     return DatasetInfo(name, (2,), 0, pixel_range)
   if name in _DIGITS_SHAPES:
@@ -248,15 +263,29 @@ def dataset_info(data_config) -> DatasetInfo:
   raise ValueError(f"config.data.name must be one of {dataset_names()}, got {name!r}")
 
 
+def _without_autoencoder(data_config):
+  """A copy of data_config with autoencoder_workdir cleared: the pixel set's own config."""
+  import ml_collections
+  plain = ml_collections.ConfigDict(data_config.to_dict() if hasattr(data_config, "to_dict")
+                                    else dict(data_config))
+  plain.autoencoder_workdir = ""
+  return plain
+
+
 def make_dataset(data_config):
   """The dataset named by data_config.name.
 
   Fields: name (see dataset_names()), pixel_range ("unit" | "symmetric", images
-  only, default "unit"), dequantize (in-memory digits only: L >= 2 dequantizes the
+  only, default "unit"), autoencoder_workdir (a trained autoencoder run: the set's
+  scaled latents, experiments/latent.py LatentDataset; "" = pixels), dequantize
+  (in-memory digits only: L >= 2 dequantizes the
   training draws over L levels, 0 = off; module docstring), data_dir (tfds sets only;
   default tfds's own).
   Nothing is read from disk here: tfds sources open on first use.
   """
+  if data_config.get("autoencoder_workdir", ""):
+    from experiments import latent   # restores the autoencoder, encodes both splits once
+    return latent.make_latent_dataset(data_config)
   name = data_config.name
   pixel_range = check_pixel_range(data_config.get("pixel_range", "unit"))
   dequantize = data_config.get("dequantize", 0)

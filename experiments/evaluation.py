@@ -63,6 +63,12 @@ def image_metrics(key: jax.Array, samples: jax.Array, dataset, labels=None) -> d
   return {k: float(v) for k, v in out.items()}
 
 
+def pixel_dataset(dataset):
+  """The set samples are scored against: a latent set's pixels (run.sample decodes the
+  latents, experiments/latent.py), else the dataset itself."""
+  return getattr(dataset, "pixels", None) or dataset
+
+
 def modality_of(dataset) -> str | None:
   """dataset.modality ("points" | "images" | "text"), else read off the example shape."""
   default = {1: "points", 3: "images"}.get(len(dataset.shape))
@@ -76,17 +82,20 @@ def _heldout_size(dataset) -> int:
 
 def plot_samples(run, workdir: str, samples, step: int) -> str | None:
   """WORKDIR/samples_<step>.png: 2-D scatter beside a data draw, or an image grid (process 0)."""
-  if jax.process_index() != 0 or modality_of(run.dataset) == "text":
+  dataset = pixel_dataset(run.dataset)
+  if jax.process_index() != 0 or modality_of(dataset) == "text":
     return None   # text samples are written by the family's figures hook
   from experiments import run_figures
   path = os.path.join(workdir, f"samples_{step:07d}.png")
   title = f"{run.config.family} on {run.config.data.name}, step {step}"
+  if dataset is not run.dataset:
+    title += " (latent, decoded)"
   reference = None
-  if tuple(run.dataset.shape) == (2,):
-    reference = run.dataset.sample(jax.random.fold_in(run.keys_of(0)["eval"], step),
-                                   samples.shape[0])
+  if tuple(dataset.shape) == (2,):
+    reference = dataset.sample(jax.random.fold_in(run.keys_of(0)["eval"], step),
+                               samples.shape[0])
   return run_figures.sample_plot(path, samples, reference=reference,
-                                 to_unit=getattr(run.dataset, "to_unit", None), title=title)
+                                 to_unit=getattr(dataset, "to_unit", None), title=title)
 
 
 def evaluate_params(run, params, request: SampleRequest | None = None, *, replica: int = 0,
@@ -108,11 +117,12 @@ def evaluate_params(run, params, request: SampleRequest | None = None, *, replic
   summary = {"sample_seconds": time.perf_counter() - t0,
              **{k: (float(v) if np.ndim(v) == 0 else v) for k, v in stats.items()}}
   eval_key = jax.random.fold_in(run.keys_of(replica)["eval"], step)
-  modality = modality_of(run.dataset)
+  scored = pixel_dataset(run.dataset)   # latent runs: decoded samples vs the pixel set
+  modality = modality_of(scored)
   if modality == "points":
-    summary.update(sample_quality(eval_key, x, run.dataset))
+    summary.update(sample_quality(eval_key, x, scored))
   elif modality == "images":
-    summary.update(image_metrics(jax.random.fold_in(eval_key, 3), x, run.dataset, labels))
+    summary.update(image_metrics(jax.random.fold_in(eval_key, 3), x, scored, labels))
   if hasattr(run.family, "sample_metrics"):  # family metrics of these samples (text novelty)
     summary.update(run.family.sample_metrics(x))
   if hasattr(run.family, "evaluate"):  # family-specific metrics (held-out ELBO, mode coverage, ...)

@@ -160,13 +160,18 @@ def sample(run: Run, params, n: int, request: SampleRequest | None = None, *,
 
   request: a SampleRequest (None: the config's defaults); keyword `fields`
   (sampler=, num_steps=, labels=, ...) override its fields, for callers that pass them
-  one by one. The key is fold_in(sample key of `replica`, seed_offset).
+  one by one. The key is fold_in(sample key of `replica`, seed_offset). For latent data
+  (config.data.autoencoder_workdir) the family's latents are decoded here, the one place:
+  x is images in the pixel set's range (experiments/latent.py).
   """
   if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"n must be an integer >= 1, got {n!r}")
   request = SampleRequest.of(request, **fields)
   key = jax.random.fold_in(run.keys_of(replica)["sample"], seed_offset)
-  return run.family.sample(params, key, int(n), request)
+  x, stats = run.family.sample(params, key, int(n), request)
+  if hasattr(run.dataset, "decode"):   # latent data (experiments/latent.py): decoded images
+    x = run.dataset.decode(x)
+  return x, stats
 
 
 def check_request(run: Run, request: SampleRequest | None, n: int | None = None) -> None:

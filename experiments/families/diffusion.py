@@ -85,8 +85,12 @@ _FIXED = {"prediction": "is set by the family (config.diffusion.prediction; the 
                         "converted to what the sampler needs)"}
 
 
-def _check_clip_x0(clip_x0, pixel_range, name="clip_x0") -> None:
+def _check_clip_x0(clip_x0, pixel_range, name="clip_x0", *, latent_workdir="") -> None:
   check.choice(clip_x0, adapters.CLIP_MODES, name)
+  if clip_x0 != "none" and latent_workdir:
+    raise ValueError(f"{name}={clip_x0!r} clips x0 to [-1, 1], but config.data."
+                     f"autoencoder_workdir={latent_workdir!r} trains on scaled autoencoder "
+                     f"latents, which are not in [-1, 1]: use 'none'")
   if clip_x0 != "none" and pixel_range != "symmetric":
     raise ValueError(f"{name}={clip_x0!r} clips x0 to [-1, 1]: it needs image data in [-1, 1] "
                      f"(config.data.pixel_range = 'symmetric'), got pixel_range={pixel_range!r}")
@@ -125,7 +129,8 @@ class Diffusion:
     check.positive_number(d.min_snr_gamma, "config.diffusion.min_snr_gamma")
     check_sample_config(config)
     _check_clip_x0(config.sample.get("clip_x0", "none"), config.data.get("pixel_range", "unit"),
-                   "config.sample.clip_x0")
+                   "config.sample.clip_x0",
+                   latent_workdir=config.data.get("autoencoder_workdir", ""))
 
   def __init__(self, config, dataset):
     self.config = config
@@ -177,7 +182,8 @@ class Diffusion:
     options = request_options(spec, request, self.config, _FIXED)
     clip_x0 = request.clip_x0 or s.get("clip_x0", "none")
     _check_clip_x0(clip_x0, self.config.data.get("pixel_range", "unit"),
-                   "SampleRequest.clip_x0")
+                   "SampleRequest.clip_x0",
+                   latent_workdir=self.config.data.get("autoencoder_workdir", ""))
     check_conditioning(self.name, request, self.num_classes, n)
     refuse_given(self.name, request, NO_PROMPT)
     return spec, num_steps, options, clip_x0
