@@ -228,7 +228,10 @@ class SamplerSpec:
   stochastic: a bool or a function of the options; kind: "sampler", "solver", ...
   (error messages); extra_options: accept options not listed, unchecked (old-style
   registrations of functions taking **options); grid: the kind's step-grid rule,
-  opaque to the registry (research.diffusion.grid.GridRule for diffusion samplers).
+  opaque to the registry (research.diffusion.grid.GridRule for diffusion samplers);
+  requires: the kind of model the sampler needs beyond the contract (None: any model;
+  "consistency_distilled": a consistency-distilled network such as an LCM student,
+  which a plain diffusion family refuses).
   """
   name: str
   fn: Callable
@@ -241,6 +244,7 @@ class SamplerSpec:
   kind: str = "sampler"
   extra_options: bool = False
   grid: Any = None
+  requires: str | None = None
 
   @property
   def option_names(self) -> tuple[str, ...]:

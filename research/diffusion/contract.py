@@ -39,9 +39,10 @@ from research import registry
 from research.diffusion import adapters
 from research.diffusion import grid as grid_lib
 
-__all__ = ["REGISTRY", "register", "per_example_normal", "check_x"]
+__all__ = ["REGISTRY", "PRESETS", "register", "register_preset", "per_example_normal", "check_x"]
 
 REGISTRY = registry.Registry("sampler")
+PRESETS: dict = {}     # preset name -> (base sampler name, {option: preset default})
 _POSITIONAL = ("key", "model_fn", "x_T", "schedule")
 
 
@@ -77,7 +78,8 @@ def check_x(x_T):
 
 def register(name: str, sampler: Callable | None = None, nfe_fn: Callable | None = None, *,
              nfe: Callable | None = None, options=(), prediction: str | None = None,
-             stochastic=False, grid: grid_lib.GridRule | None = None):
+             stochastic=False, grid: grid_lib.GridRule | None = None,
+             requires: str | None = None):
   """Registers a diffusion sampler; a decorator, or the older call form.
 
   Decorator: `@register(name, nfe=..., options=(Option, ...), prediction=...,
@@ -87,6 +89,8 @@ def register(name: str, sampler: Callable | None = None, nfe_fn: Callable | None
   Call form: `register(name, sampler, nfe_fn)` adds a function that follows the
   contract as it is, nfe_fn(num_steps, **options) -> int; its options are its
   keyword-only parameters (unchecked; any option if it takes **options).
+  requires: what model the sampler needs beyond the contract (SamplerSpec.requires,
+  e.g. "consistency_distilled" for LCM sampling); families refuse what they lack.
   """
   if sampler is not None or nfe_fn is not None:
     if not callable(sampler) or not callable(nfe_fn):
@@ -99,7 +103,7 @@ def register(name: str, sampler: Callable | None = None, nfe_fn: Callable | None
   def decorate(fn):
     spec = registry.SamplerSpec(name, fn, nfe, registry.as_options(options), prediction,
                                 stochastic, grid.spacing if grid is not None else None,
-                                grid=grid)
+                                grid=grid, requires=requires)
     return REGISTRY.add(dataclasses.replace(spec, fn=_public(spec))).fn
 
   return decorate
@@ -141,3 +145,45 @@ def _public(spec):
       [P(k, P.POSITIONAL_OR_KEYWORD) for k in _POSITIONAL] + [P("num_steps", P.KEYWORD_ONLY)]
       + [P(k, P.KEYWORD_ONLY, default=v) for k, v in defaults.items()])
   return sampler
+
+
+def register_preset(name: str, base: str, doc: str, **defaults):
+  """Registers `name` as sampler `base` with other option defaults (a named preset).
+
+  The entry is `base`'s with these defaults (each checked by its Option; every
+  option stays overridable), the same exact NFE, stochasticity, required prediction
+  and requirements, and its GridRule's spacing set to the preset's; so `NAMES`,
+  `spec`, `nfe`, `parse_options`, `grid_for` and the families see it as any other
+  sampler. `PRESETS[name]` records (base, defaults). Returns the public sampler,
+  which calls base's public sampler with {**defaults, **options}.
+  """
+  spec = REGISTRY.spec(base)
+  unknown = sorted(set(defaults) - set(spec.options))
+  if unknown:
+    raise ValueError(f"preset {name!r}: {unknown} are not options of sampler {base!r}; valid"
+                     f" options: {list(spec.options)}")
+  options = {k: dataclasses.replace(o, default=o.validate(defaults[k])) if k in defaults else o
+             for k, o in spec.options.items()}
+  fixed = {k: options[k].default for k in defaults}
+  base_fn, base_nfe = spec.fn, spec.nfe
+
+  def sampler(key, model_fn, x_T, schedule, *, num_steps, **given):
+    return base_fn(key, model_fn, x_T, schedule, num_steps=num_steps, **{**fixed, **given})
+
+  def nfe(num_steps, **given):
+    return base_nfe(num_steps, **{**fixed, **given})
+
+  P = inspect.Parameter
+  sampler.__signature__ = inspect.Signature(
+      [P(k, P.POSITIONAL_OR_KEYWORD) for k in _POSITIONAL] + [P("num_steps", P.KEYWORD_ONLY)]
+      + [P(k, P.KEYWORD_ONLY, default=o.default) for k, o in options.items()])
+  sampler.__name__ = sampler.__qualname__ = name.replace("+", "p")
+  sampler.__doc__ = f"{doc}\n\nPreset of {base!r} with {fixed}; {base!r}:\n{base_fn.__doc__ or ''}"
+  grid = spec.grid
+  if grid is not None and fixed.get("spacing") is not None:
+    grid = dataclasses.replace(grid, spacing=fixed["spacing"])
+  entry = dataclasses.replace(spec, name=name, fn=sampler, nfe=nfe, options=options, grid=grid,
+                              default_spacing=grid.spacing if grid is not None
+                              else spec.default_spacing)
+  PRESETS[name] = (base, fixed)
+  return REGISTRY.add(entry).fn

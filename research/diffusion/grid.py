@@ -47,6 +47,7 @@ __all__ = [
     "sampling_grid", "check_timesteps", "check_num_steps", "default_t_end", "resolve_t_end",
     "is_concrete", "array_module", "to_device",
     "DEFAULT_SPACING", "SPACING", "T_END", "RHO", "TIMESTEPS", "FINAL_STEP_TO_ZERO", "GRID",
+    "STEPS_OFFSET", "INDEX_RULE",
     "GRID_OPTIONS", "grid_options",
 ]
 
@@ -106,7 +107,8 @@ def resolve_t_end(schedule, num_steps, t_end, spacing, final_step_to_zero):
 
 
 def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
-                  final_step_to_zero=True, rho=7.0, timesteps=None) -> StepGrid:
+                  final_step_to_zero=True, rho=7.0, timesteps=None, steps_offset=0,
+                  index_rule="ddim") -> StepGrid:
   """The N + 1 points of an N-step sampler (see the module docstring).
 
   timesteps: explicit evaluation times instead of a spacing (e.g. a grid from
@@ -122,6 +124,17 @@ def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
   schedule.t_min, as in schedules.timesteps; `build` applies a sampler's
   GridRule (e.g. the `default_t_end` rule) before calling this.
 
+  steps_offset, index_rule: diffusers' per-scheduler index grids
+  (`schedules.index_grid`: steps_offset shifts "leading"; index_rule "multistep" =
+  DPMSolverMultistep / UniPC, "euler" = Euler / EulerAncestral). With
+  spacing="karras" on a discrete schedule, index_rule="multistep" is diffusers'
+  use_karras_sigmas=True: the N levels s_i (EDM's formula between s(1) and
+  s(t_end)) are kept for the solver (alpha = 1/sqrt(1 + s^2), sigma = s alpha),
+  while the model is called at the rounded DDPM index of each level, t_i =
+  (round(n_i) + 1)/T, n_i interpolated linearly in log s on the table of s(n)
+  (diffusers' _sigma_to_t): grid.t is then the model's time, not the time of
+  grid.sigma.
+
   When the schedule is concrete (the usual case: closed over by the jitted
   sampler) the grid is evaluated at trace time and returned as float64 numpy
   arrays, so the solver coefficients derived from it are computed in float64
@@ -131,7 +144,11 @@ def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
   num_steps = check_num_steps(num_steps)
   final_step_to_zero = registry.check_bool("final_step_to_zero", final_step_to_zero)
   n_eval = num_steps if final_step_to_zero else num_steps + 1
+  steps_offset, index_rule = _check_index_options(steps_offset, index_rule)
   if timesteps is not None:
+    if steps_offset or index_rule != "ddim":
+      raise ValueError(f"steps_offset and index_rule cannot be set together with timesteps,"
+                       f" got steps_offset={steps_offset!r}, index_rule={index_rule!r}")
     if t_end is not None:
       raise ValueError(f"t_end cannot be set together with timesteps (the last"
                        f" time is timesteps[-1]), got t_end={t_end!r}")
@@ -142,6 +159,23 @@ def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
     raise ValueError(f"unknown spacing={spacing!r}; valid spacings:"
                      f" {list(schedules_lib.SPACINGS)}")
   discrete = spacing in schedules_lib.DISCRETE_SPACINGS
+  rounded_karras = spacing == "karras" and index_rule == "multistep"
+  if not discrete and not rounded_karras and (steps_offset or index_rule != "ddim"):
+    raise ValueError(f"steps_offset and index_rule apply to the discrete spacings"
+                     f" {schedules_lib.DISCRETE_SPACINGS} (and index_rule='multistep' to"
+                     f" 'karras'), got spacing={spacing!r}, steps_offset={steps_offset!r},"
+                     f" index_rule={index_rule!r}")
+  if rounded_karras and (steps_offset or not (schedule.is_discrete and is_concrete(
+      *jax.tree_util.tree_leaves(schedule)))):
+    raise ValueError(f"index_rule='multistep' with spacing='karras' (the model at rounded DDPM"
+                     f" indices) needs a concrete discrete schedule and steps_offset=0, got kind"
+                     f" {schedule.kind!r}, steps_offset={steps_offset!r}")
+  if discrete and not schedule.is_discrete:
+    raise ValueError(f"spacing {spacing!r} needs a discrete schedule (num_train_steps > 0), got"
+                     f" schedule kind {schedule.kind!r}")
+  if discrete:
+    schedules_lib.index_grid(schedule.num_train_steps, n_eval, spacing,
+                             steps_offset=steps_offset, index_rule=index_rule)
   if t_end is not None:
     t_end = float(t_end)
     if discrete:
@@ -156,8 +190,41 @@ def sampling_grid(schedule, num_steps, *, spacing=None, t_end=None,
   if not discrete and n_eval > 1:
     # Validates spacing, rho and t_end eagerly (outside the compiled helper).
     schedules_lib.timesteps(schedule, 1, spacing, rho=rho, t_end=t_end)
-  values = list(_eval_times(schedule, n_eval, spacing, float(rho), t_end))
+  if rounded_karras:
+    values = list(_rounded_karras(schedule, n_eval, float(rho), t_end))
+  else:
+    values = list(_eval_times(schedule, n_eval, spacing, float(rho), t_end, steps_offset,
+                              index_rule))
   return _finish_grid(values, final_step_to_zero)
+
+
+def _check_index_options(steps_offset, index_rule):
+  if isinstance(steps_offset, bool) or not isinstance(steps_offset, (int, np.integer)) \
+      or steps_offset < 0:
+    raise ValueError(f"steps_offset must be an int >= 0, got steps_offset={steps_offset!r}")
+  registry.check_choice("index_rule", index_rule, schedules_lib.INDEX_RULES)
+  return int(steps_offset), index_rule
+
+
+def _rounded_karras(schedule, n_eval, rho, t_end):
+  """(t, alpha, sigma, log_snr): Karras levels for the solver, the model at rounded indices.
+
+  diffusers' DPMSolverMultistepScheduler(use_karras_sigmas=True).set_timesteps:
+  s_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho (float32), the
+  index n_i = interp(log s_i, log s(k), k) rounded (k = 0..T-1), t_i = (n_i + 1)/T.
+  """
+  T = schedule.num_train_steps
+  t_lo = schedule.t_min if t_end is None else float(t_end)
+  table_t = (np.arange(T, dtype=np.float64) + 1.0) / T
+  log_s_table = np.log(_schedule_map(schedule, "edm_sigma", table_t))
+  s_hi, s_lo = (float(_schedule_map(schedule, "edm_sigma", np.array([t]))[0]) for t in (1.0, t_lo))
+  ramp = np.linspace(0.0, 1.0, n_eval)
+  s = (s_hi ** (1.0 / rho) + ramp * (s_lo ** (1.0 / rho) - s_hi ** (1.0 / rho))) ** rho
+  s = s.astype(np.float32).astype(np.float64)
+  index = np.round(np.interp(np.log(s), log_s_table, np.arange(T, dtype=np.float64)))
+  t = np.asarray((index + 1.0) / T, np.float32).astype(np.float64)
+  alpha = 1.0 / np.sqrt(1.0 + s ** 2)
+  return t, alpha, s * alpha, -np.log(s)
 
 
 def _finish_grid(values, final_step_to_zero):
@@ -209,7 +276,7 @@ def _explicit_times(schedule, timesteps, n_eval, final_step_to_zero):
   return t, schedule.alpha(t), schedule.sigma(t), schedule.log_snr(t)
 
 
-def _eval_times(schedule, n_eval, spacing, rho, t_end):
+def _eval_times(schedule, n_eval, spacing, rho, t_end, steps_offset=0, index_rule="ddim"):
   """The n_eval evaluation times (schedules.timesteps' grid) and the schedule there.
 
   For a traced schedule this is schedules.timesteps + the schedule methods. For
@@ -222,7 +289,8 @@ def _eval_times(schedule, n_eval, spacing, rho, t_end):
   leaves = jax.tree_util.tree_leaves(schedule)
   if not is_concrete(*leaves):
     if spacing in schedules_lib.DISCRETE_SPACINGS:
-      t_eval = schedules_lib.timesteps(schedule, n_eval, spacing)[:-1]
+      t_eval = schedules_lib.timesteps(schedule, n_eval, spacing, steps_offset=steps_offset,
+                                       index_rule=index_rule)[:-1]
     elif n_eval == 1:
       t_eval = jnp.ones((1,), jnp.float32)
     else:
@@ -231,7 +299,8 @@ def _eval_times(schedule, n_eval, spacing, rho, t_end):
     return (t_eval, schedule.alpha(t_eval), schedule.sigma(t_eval),
             schedule.log_snr(t_eval))
   if spacing in schedules_lib.DISCRETE_SPACINGS:
-    index = schedules_lib.index_grid(schedule.num_train_steps, n_eval, spacing)
+    index = schedules_lib.index_grid(schedule.num_train_steps, n_eval, spacing,
+                                     steps_offset=steps_offset, index_rule=index_rule)
     t_eval = (index + 1.0) / schedule.num_train_steps
   elif n_eval == 1:
     t_eval = np.ones((1,))
@@ -330,12 +399,13 @@ class GridRule:
   @property
   def option_names(self) -> tuple:
     """The options `build` consumes (the others go to the sampler)."""
-    names = ("spacing", "t_end", "rho", "timesteps", "grid")
+    names = ("spacing", "t_end", "rho", "timesteps", "grid", "steps_offset", "index_rule")
     return names + (("final_step_to_zero",) if self.final is None else ())
 
 
 def build(schedule, num_steps, rule: GridRule, *, spacing=None, t_end=None, rho=7.0,
-          timesteps=None, final_step_to_zero=True, grid=None) -> StepGrid:
+          timesteps=None, final_step_to_zero=True, grid=None, steps_offset=0,
+          index_rule="ddim") -> StepGrid:
   """The StepGrid of a sampler with GridRule `rule` (module docstring).
 
   grid: a prebuilt StepGrid (of num_steps + 1 points, ending as the rule says) is
@@ -345,7 +415,8 @@ def build(schedule, num_steps, rule: GridRule, *, spacing=None, t_end=None, rho=
   final = final_step_to_zero if rule.final is None else rule.final
   if grid is not None:
     given = [k for k, v in (("spacing", spacing), ("t_end", t_end), ("timesteps", timesteps))
-             if v is not None]
+             if v is not None] + (["steps_offset"] if steps_offset else []) + (
+                 ["index_rule"] if index_rule != "ddim" else [])
     if given:
       raise ValueError(f"grid cannot be combined with {given} (it already fixes the times)")
     return _check_grid(grid, num_steps, registry.check_bool("final_step_to_zero", final))
@@ -353,7 +424,8 @@ def build(schedule, num_steps, rule: GridRule, *, spacing=None, t_end=None, rho=
   if timesteps is None and rule.t_end == "continued":
     t_end = resolve_t_end(schedule, num_steps, t_end, spacing, final)
   return sampling_grid(schedule, num_steps, spacing=spacing, t_end=t_end, rho=rho,
-                       final_step_to_zero=final, timesteps=timesteps)
+                       final_step_to_zero=final, timesteps=timesteps,
+                       steps_offset=steps_offset, index_rule=index_rule)
 
 
 def _check_grid(grid, num_steps, final):
@@ -402,7 +474,14 @@ FINAL_STEP_TO_ZERO = registry.flag("final_step_to_zero", True,
                                    "end with the first-order step to clean data")
 GRID = registry.Option("grid", None, registry.refuse_text, _check_grid_type,
                        "a prebuilt StepGrid (replaces spacing, t_end, rho, timesteps)")
-GRID_OPTIONS = (SPACING, T_END, RHO, TIMESTEPS, FINAL_STEP_TO_ZERO, GRID)
+STEPS_OFFSET = registry.integer("steps_offset", 0, minimum=0,
+                                doc="diffusers' steps_offset, added to the 'leading' index grid")
+INDEX_RULE = registry.choice("index_rule", "ddim", schedules_lib.INDEX_RULES,
+                             "diffusers' index-grid rule of the discrete spacings: 'ddim' (DDIM,"
+                             " DDPM), 'multistep' (DPMSolverMultistep, UniPC; with 'karras': the"
+                             " model at rounded indices), 'euler' (Euler, EulerAncestral)")
+GRID_OPTIONS = (SPACING, T_END, RHO, TIMESTEPS, FINAL_STEP_TO_ZERO, GRID, STEPS_OFFSET,
+                INDEX_RULE)
 
 
 def grid_options(exclude=()) -> tuple:

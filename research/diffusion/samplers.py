@@ -16,7 +16,9 @@ validate options (e.g. from the command line) before anything is compiled.
 Where the samplers live: DDPM and DDIM in ddpm_ddim.py; DPM-Solver,
 DPM-Solver++ and UniPC in dpm_solvers.py; Euler, Heun and Euler ancestral in
 karras.py; annealed Langevin and predictor-corrector in stochastic.py;
-multistep consistency sampling in consistency.py. The step grid they share is
+multistep consistency sampling in consistency.py; LCM's sampler in lcm.py;
+the named presets (dpmpp_2m, dpmpp_2m_karras, euler_a: a sampler with other
+defaults, `PRESETS`) in presets.py. The step grid they share is
 built in grid.py, the model adapters are in adapters.py. Defaults and their
 measured accuracy: docs/samplers.md.
 
@@ -29,9 +31,12 @@ from typing import Mapping
 # Sampler modules register themselves on import (order = the order of NAMES).
 from research.diffusion import ddpm_ddim, dpm_solvers  # noqa: F401  (registration)
 from research.diffusion import consistency, karras, stochastic  # noqa: F401  (registration)
+from research.diffusion import lcm  # noqa: F401  (registration)
+from research.diffusion import presets  # noqa: F401  (named presets, after their bases)
 from research.diffusion.adapters import batch_time, predict, predict_x0_eps
 from research.diffusion.adapters import check_prediction
-from research.diffusion.contract import REGISTRY, check_x, per_example_normal, register
+from research.diffusion.contract import (PRESETS, REGISTRY, check_x, per_example_normal, register,
+                                         register_preset)
 from research.diffusion import grid as grid_lib
 from research.diffusion.ddpm_ddim import DDIM_SPACING, ddim, ddim_nfe, ddpm, ddpm_nfe
 from research.diffusion.grid import (DEFAULT_SPACING, StepGrid, array_module, check_num_steps,
@@ -40,8 +45,8 @@ from research.diffusion.grid import (DEFAULT_SPACING, StepGrid, array_module, ch
 from research.registry import check_bool
 
 __all__ = [
-    "REGISTRY", "NAMES", "get", "spec", "nfe", "check_options", "parse_options", "register",
-    "grid_for",
+    "REGISTRY", "NAMES", "PRESETS", "get", "spec", "nfe", "check_options", "parse_options",
+    "register", "register_preset", "grid_for",
     # Re-exported helpers (their homes: grid.py, adapters.py, contract.py, ddpm_ddim.py).
     "DEFAULT_SPACING", "DDIM_SPACING", "StepGrid", "sampling_grid", "check_timesteps",
     "default_t_end", "resolve_t_end", "check_num_steps", "check_prediction", "check_bool",

@@ -45,7 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from research.diffusion.spacings import DISCRETE_SPACINGS, SPACINGS, index_grid, timesteps
+from research.diffusion.spacings import (DISCRETE_SPACINGS, INDEX_RULES, SPACINGS, index_grid,
+                                         timesteps)
 from research.diffusion.spacings import check_num_train_steps as _check_num_train_steps
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "ve",
     "SPACINGS",
     "DISCRETE_SPACINGS",
+    "INDEX_RULES",
     "timesteps",
     "index_grid",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["SPACINGS", "DISCRETE_SPACINGS", "check_num_train_steps", "index_grid", "timesteps"]
+__all__ = ["SPACINGS", "DISCRETE_SPACINGS", "INDEX_RULES", "check_num_train_steps", "index_grid", "timesteps"]
 
 
 def check_num_train_steps(T):
@@ -28,35 +28,63 @@ DISCRETE_SPACINGS = ("leading", "trailing", "linspace")
 SPACINGS = ("time_uniform", "logsnr_uniform", "time_quadratic", "karras") + DISCRETE_SPACINGS
 
 
-def index_grid(num_train_steps, num_steps, spacing):
-  """diffusers' integer timestep grid n_0 > ... > n_{num_steps-1} (numpy int64).
+INDEX_RULES = ("ddim", "multistep", "euler")
 
-  With T = num_train_steps and N = num_steps (DDIMScheduler.set_timesteps,
-  steps_offset = 0; Lin et al. 2024, table 2):
+
+def index_grid(num_train_steps, num_steps, spacing, *, steps_offset=0, index_rule="ddim"):
+  """diffusers' timestep grid n_0 > ... > n_{num_steps-1} (numpy int64; float64 for "euler" linspace).
+
+  With T = num_train_steps and N = num_steps, index_rule "ddim" (DDIMScheduler,
+  DDPMScheduler, LCM's own grids aside; Lin et al. 2024, table 2):
     "linspace": round(linspace(0, T - 1, N))[::-1]
-    "leading":  (arange(N) * (T // N))[::-1]
+    "leading":  (arange(N) * (T // N))[::-1] + steps_offset
     "trailing": round(T - arange(N) * T / N) - 1
   e.g. T = 1000, N = 10: linspace 999, 888, ..., 111, 0; leading 900, 800, ..., 0;
-  trailing 999, 899, ..., 99.
+  trailing 999, 899, ..., 99. index_rule "multistep" (DPMSolverMultistepScheduler,
+  UniPCMultistepScheduler): "linspace" and "leading" are the first N points of the
+  (N + 1)-point "ddim" grid (leading with the ratio T // (N + 1)), so the last model
+  call is at about T / (N + 1), not at 0; "trailing" as "ddim". index_rule "euler"
+  (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler): "linspace" is
+  linspace(0, T - 1, N) in float32 without rounding (fractional indices); "leading"
+  and "trailing" as "ddim". steps_offset (diffusers' option of that name) is added to
+  the "leading" grid only, as diffusers does; ValueError for steps_offset != 0 with
+  another spacing or an index above T - 1.
   """
   T = check_num_train_steps(num_train_steps)
   if spacing not in DISCRETE_SPACINGS:
     raise ValueError(f"spacing must be one of {DISCRETE_SPACINGS}, got spacing={spacing!r}")
-  if num_steps > T:
-    raise ValueError(f"num_steps must be <= num_train_steps = {T} for spacing {spacing!r}, "
-                     f"got num_steps={num_steps}")
+  if index_rule not in INDEX_RULES:
+    raise ValueError(f"index_rule must be one of {INDEX_RULES}, got index_rule={index_rule!r}")
+  if isinstance(steps_offset, bool) or not isinstance(steps_offset, (int, np.integer)) \
+      or steps_offset < 0:
+    raise ValueError(f"steps_offset must be an int >= 0, got steps_offset={steps_offset!r}")
+  if steps_offset and spacing != "leading":
+    raise ValueError(f"steps_offset applies to spacing 'leading' only (diffusers ignores it for"
+                     f" {spacing!r}), got steps_offset={steps_offset!r}")
   N = num_steps
+  extra = 1 if index_rule == "multistep" and spacing != "trailing" else 0
+  if N + extra > T:
+    raise ValueError(f"num_steps must be <= num_train_steps = {T - extra} for spacing {spacing!r}"
+                     f" (index_rule {index_rule!r}), got num_steps={num_steps}")
+  M = N + extra
+  if spacing == "linspace" and index_rule == "euler":
+    return np.linspace(0, T - 1, N, dtype=np.float32)[::-1].astype(np.float64)
   if spacing == "linspace":
-    grid = np.round(np.linspace(0, T - 1, N))[::-1]
+    grid = np.round(np.linspace(0, T - 1, M))[::-1]
   elif spacing == "leading":
-    grid = (np.arange(N) * (T // N))[::-1]
+    grid = (np.arange(M) * (T // M))[::-1] + int(steps_offset)
   else:
     grid = np.round(T - np.arange(N) * (T / N)) - 1
-  return grid.astype(np.int64)
+  grid = grid[:N].astype(np.int64)
+  if grid[0] > T - 1:
+    raise ValueError(f"steps_offset={steps_offset} puts the first index at {grid[0]} > T - 1 ="
+                     f" {T - 1}")
+  return grid
 
 
 def timesteps(schedule, num_steps: int, spacing: str = "logsnr_uniform", *,
-              rho: float = 7.0, t_end: float | None = None):
+              rho: float = 7.0, t_end: float | None = None, steps_offset: int = 0,
+              index_rule: str = "ddim"):
   """Sampling times t_0 = 1 > t_1 > ... > t_N = t_end for N = num_steps steps, shape (N + 1,).
 
   Continuous spacings (any schedule; default t_end = schedule.t_min):
@@ -69,7 +97,8 @@ def timesteps(schedule, num_steps: int, spacing: str = "logsnr_uniform", *,
   Discrete spacings (discrete schedules only): t_i = (n_i + 1)/T for the first N
   points, with n_i = `index_grid(T, N, spacing)` (diffusers' "leading",
   "trailing", "linspace"), and t_N = t_end, default 0 (diffusers' final step to
-  alpha_bar = 1, i.e. clean data); t_end must lie below (n_{N-1} + 1)/T. Note that
+  alpha_bar = 1, i.e. clean data); t_end must lie below (n_{N-1} + 1)/T; steps_offset
+  and index_rule select diffusers' per-scheduler variants (`index_grid`). Note that
   "leading" starts below t = 1 (at n_0 = (N - 1)(T // N)), exactly as in
   diffusers -- the flaw pointed out by Lin et al. 2024 -- and so does "linspace"
   with num_steps = 1 (its grid is [0]); "trailing" always starts at t = 1.
@@ -93,13 +122,18 @@ def timesteps(schedule, num_steps: int, spacing: str = "logsnr_uniform", *,
       raise ValueError(f"spacing {spacing!r} needs a discrete schedule (num_train_steps > 0), "
                        f"got kind {schedule.kind!r}")
     T = schedule.num_train_steps
-    grid_t = (index_grid(T, N, spacing) + 1.0) / T
+    grid_t = (index_grid(T, N, spacing, steps_offset=steps_offset, index_rule=index_rule)
+              + 1.0) / T
     t_end = 0.0 if t_end is None else float(t_end)
     if not 0.0 <= t_end < grid_t[-1]:
       raise ValueError(f"t_end must lie in [0, {grid_t[-1]}) for spacing {spacing!r} with "
                        f"num_steps={N}, got t_end={t_end!r}")
     return jnp.asarray(np.concatenate([grid_t, [t_end]]), jnp.float32)
 
+  if steps_offset or index_rule != "ddim":
+    raise ValueError(f"steps_offset and index_rule apply to the discrete spacings"
+                     f" {DISCRETE_SPACINGS}, got spacing={spacing!r} with steps_offset="
+                     f"{steps_offset!r}, index_rule={index_rule!r}")
   t_end = schedule.t_min if t_end is None else float(t_end)
   if not 0.0 <= t_end < 1.0:
     raise ValueError(f"t_end must lie in [0, 1), got t_end={t_end!r}")
