@@ -147,6 +147,9 @@ def _public(spec):
   return sampler
 
 
+_GRID_SHAPING = ("spacing", "t_end", "rho", "steps_offset", "index_rule")
+
+
 def register_preset(name: str, base: str, doc: str, **defaults):
   """Registers `name` as sampler `base` with other option defaults (a named preset).
 
@@ -155,7 +158,8 @@ def register_preset(name: str, base: str, doc: str, **defaults):
   and requirements, and its GridRule's spacing set to the preset's; so `NAMES`,
   `spec`, `nfe`, `parse_options`, `grid_for` and the families see it as any other
   sampler. `PRESETS[name]` records (base, defaults). Returns the public sampler,
-  which calls base's public sampler with {**defaults, **options}.
+  which calls base's public sampler with {**defaults, **options} (with `grid=` or
+  `timesteps=` given, without the preset's spacing, t_end, rho, steps_offset, index_rule).
   """
   spec = REGISTRY.spec(base)
   unknown = sorted(set(defaults) - set(spec.options))
@@ -168,7 +172,11 @@ def register_preset(name: str, base: str, doc: str, **defaults):
   base_fn, base_nfe = spec.fn, spec.nfe
 
   def sampler(key, model_fn, x_T, schedule, *, num_steps, **given):
-    return base_fn(key, model_fn, x_T, schedule, num_steps=num_steps, **{**fixed, **given})
+    preset = fixed
+    if given.get("grid") is not None or given.get("timesteps") is not None:
+      # Explicit times replace the preset's grid options, as they replace the base's.
+      preset = {k: v for k, v in fixed.items() if k not in _GRID_SHAPING}
+    return base_fn(key, model_fn, x_T, schedule, num_steps=num_steps, **{**preset, **given})
 
   def nfe(num_steps, **given):
     return base_nfe(num_steps, **{**fixed, **given})
