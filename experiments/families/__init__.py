@@ -19,7 +19,7 @@ _FAMILIES = {
     "diffusion": "experiments.families.diffusion:Diffusion",
     "autoregressive": "experiments.families.autoregressive:Autoregressive",
     "flow": "experiments.families.normalizing_flow:NormalizingFlow",
-    "autoencoder": "experiments.families.autoencoder:AutoEncoder",
+    "lcm": "experiments.families.lcm:LCM",
 }
 
 

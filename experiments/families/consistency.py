@@ -45,6 +45,7 @@ import jax.numpy as jnp
 from experiments import validation as check
 from experiments.data import dataset_info
 from experiments.families import networks
+from experiments.families import teacher as teacher_lib
 from experiments.families.protocol import (NO_PROMPT, Phase, SampleRequest, as_request,
                                            check_conditioning, guidance_for, labels_for, refuse,
                                            refuse_given, request_options, sampler_options)
@@ -65,21 +66,14 @@ def _fixed_options(spec) -> dict:
 
 
 def _teacher_denoiser(workdir: str):
-  """D(x; sigma) of the diffusion model trained in `workdir` (its EMA params), via run.load.
+  """D(x; sigma) of the diffusion model trained in `workdir` (its EMA params).
 
   The diffusion family exposes its network as model_fn(params) -> (x_t, t) -> prediction,
   plus its schedule and prediction type; the denoiser converts to EDM sigma space.
   """
-  from experiments import run as run_lib  # run builds families: import at use
-  run, state = run_lib.load(workdir)
-  family = run.family
-  for attr in ("model_fn", "schedule", "prediction"):
-    if not hasattr(family, attr):
-      raise ValueError(f"config.consistency.teacher_workdir={workdir!r} holds a "
-                       f"{run.config.family!r} run whose family has no {attr!r}: the teacher "
-                       f"must be a diffusion model")
-  model_fn = family.model_fn(state["ema_params"])
-  return cm.denoiser_from_diffusion(model_fn, family.schedule, family.prediction), run.config
+  t = teacher_lib.load_diffusion_teacher(workdir, "config.consistency.teacher_workdir")
+  model_fn = t.family.model_fn(t.params)
+  return cm.denoiser_from_diffusion(model_fn, t.family.schedule, t.family.prediction), t.config
 
 
 class Consistency:

@@ -10,6 +10,9 @@ Nichol & Dhariwal 2021) on (H, W, C) images, optionally class-conditional:
 config.model.num_classes = K > 0 adds a label embedding with K + 1 entries,
 index K being the null label of classifier-free guidance (Ho & Salimans 2022).
 Dropout (config.model.dropout) is active only when a dropout_key is given.
+config.model.guidance_embed_dim = d > 0 (U-Net only; default 0, off) adds the guidance-scale
+embedding of latent consistency models (research.nets.unet.guidance_scale_embedding):
+apply(..., w=...) then takes the guidance scale w, () or (batch,).
 
 Conditional families share `drop_labels` (label dropout during training) and
 `null_label`.
@@ -34,7 +37,7 @@ KINDS = ("mlp", "unet")
 @dataclasses.dataclass(frozen=True)
 class Network:
   init: Callable      # key -> params
-  apply: Callable     # (params, x, t, y=None, dropout_key=None) -> array of x's shape
+  apply: Callable     # (params, x, t, y=None, dropout_key=None, w=None) -> array of x's shape
   num_classes: int    # 0: unconditional
 
 
@@ -44,11 +47,19 @@ def check_model_config(model, data_shape, *, family: str) -> None:
   num_classes = check.non_negative_int(model.get("num_classes", 0), "config.model.num_classes")
   check.number_in(model.get("label_dropout", 0.0), "config.model.label_dropout", 0.0, 1.0)
   check.number_in(model.get("dropout", 0.0), "config.model.dropout", 0.0, 1.0)
+  guidance_dim = check.non_negative_int(model.get("guidance_embed_dim", 0),
+                                        "config.model.guidance_embed_dim")
+  if 0 < guidance_dim < 4:
+    raise ValueError(f"config.model.guidance_embed_dim must be 0 (off) or >= 4, "
+                     f"got {guidance_dim}")
   if kind == "mlp":
     check.positive_ints(model.hidden, "config.model.hidden")
     if num_classes:
       raise ValueError(f"config.model.num_classes={num_classes} needs config.model.kind='unet' "
                        f"({family}: the MLP is unconditional)")
+    if guidance_dim:
+      raise ValueError(f"config.model.guidance_embed_dim={guidance_dim} needs "
+                       f"config.model.kind='unet' ({family}: the MLP has no guidance input)")
   elif len(data_shape) != 3:
     raise ValueError(f"config.model.kind='unet' needs (H, W, C) images, but config.data gives "
                      f"examples of shape {tuple(data_shape)}")
@@ -61,7 +72,8 @@ def _unet(model, data_shape, time_scale, key):
               attention_resolutions=tuple(model.attention_resolutions),
               num_heads=model.get("num_heads", 1), dropout=model.get("dropout", 0.0),
               num_classes=model.get("num_classes", 0), time_scale=time_scale,
-              num_groups=model.get("num_groups", 8), rngs=nnx.Rngs(params=key))
+              num_groups=model.get("num_groups", 8),
+              guidance_embed_dim=model.get("guidance_embed_dim", 0), rngs=nnx.Rngs(params=key))
 
 
 def make_network(model, data_shape, *, time_scale: float) -> Network:
@@ -77,18 +89,22 @@ def make_network(model, data_shape, *, time_scale: float) -> Network:
 
     _, raw = functional(build(jax.random.key(0)))
 
-    def apply(params, x, t, y=None, dropout_key=None):
+    def apply(params, x, t, y=None, dropout_key=None, w=None):
       del dropout_key
       if y is not None:
         raise ValueError("the MLP network is unconditional: y must be None")
+      if w is not None:
+        raise ValueError("the MLP network has no guidance input: w must be None")
       return raw(params, x.reshape(x.shape[0], -1), t).reshape(x.shape)
 
     return Network(lambda key: functional(build(key))[0], apply, 0)
 
   _, raw = functional(_unet(model, data_shape, time_scale, jax.random.key(0)))
 
-  def apply(params, x, t, y=None, dropout_key=None):
-    return raw(params, x, t, y, dropout_key=dropout_key)
+  def apply(params, x, t, y=None, dropout_key=None, w=None):
+    if w is None:
+      return raw(params, x, t, y, dropout_key=dropout_key)
+    return raw(params, x, t, y, dropout_key=dropout_key, w=w)
 
   return Network(lambda key: functional(_unet(model, data_shape, time_scale, key))[0], apply,
                  int(model.get("num_classes", 0)))

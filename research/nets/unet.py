@@ -4,7 +4,8 @@ Architecture (Ho et al. 2020, "Denoising Diffusion Probabilistic Models";
 Nichol & Dhariwal 2021, "Improved DDPM"; Dhariwal & Nichol 2021, "Diffusion
 Models Beat GANs" (ADM)), on NHWC images x of shape (B, H, W, C):
 
-  emb   = MLP(sinusoidal(time_scale * t)) [+ Embed(y)]       MLP = Linear, SiLU, Linear
+  emb   = MLP(sinusoidal(time_scale * t) [+ P guidance_scale_embedding(w)]) [+ Embed(y)]
+                                                           MLP = Linear, SiLU, Linear
   h     = Conv3x3(x)
   down  : per level l (channels * channel_mult[l]): num_res_blocks ResBlocks, each
           followed by self-attention when the level's height H / 2^l is listed in
@@ -36,6 +37,16 @@ dtype of the inputs and parameters (attention softmax in float32 at least).
 DDPM's CIFAR-10 setting (channels=128, channel_mult=(1, 2, 2, 2), two res
 blocks, attention at 16) has 35.7M parameters here, as in the paper.
 
+Guidance-scale conditioning (optional, off by default; latent consistency models, Luo et
+al. 2023): with guidance_embed_dim = d > 0 the network takes w (shape () or (B,)), embeds
+it with `guidance_scale_embedding` (diffusers' get_guidance_scale_embedding: sinusoids of
+1000 w) and adds the bias-free projection P (d -> channels, zero-initialised) to the
+sinusoidal time features before the time MLP, where diffusers' TimestepEmbedding adds its
+`cond_proj(timestep_cond)`. P starts at zero, so a network built with it and loaded with
+the weights of one without it computes exactly the same function at every w (an LCM
+student initialised from its teacher). With d = 0 (the default) there is no P and the
+parameter tree, the outputs and the PyTorch twin are those of the plain U-Net.
+
 Time: t has shape () or (B,) and is only embedded (time_scale * t feeds the
 sinusoid), so any convention works; e.g. time_scale = 1000 for t in [0, 1].
 """
@@ -52,7 +63,7 @@ from flax import nnx
 
 from research.nets.mlp import sinusoidal_embedding
 
-__all__ = ["UNet", "ResBlock", "SelfAttention"]
+__all__ = ["UNet", "ResBlock", "SelfAttention", "guidance_scale_embedding"]
 
 _GN_EPS = 1e-5  # PyTorch's GroupNorm default, so the peer benchmark network matches
 
@@ -73,6 +84,24 @@ def _dropout(key: jax.Array | None, h: jax.Array, rate: float) -> jax.Array:
     return h
   keep = jax.random.bernoulli(key, 1.0 - rate, h.shape)
   return jnp.where(keep, h / jnp.asarray(1.0 - rate, h.dtype), jnp.zeros((), h.dtype))
+
+
+def guidance_scale_embedding(w: jax.Array, dim: int) -> jax.Array:
+  """Fourier features of a guidance scale w (LCM; diffusers' get_guidance_scale_embedding).
+
+  emb(w) = [sin(1000 w f_0), ..., sin(1000 w f_{h-1}), cos(1000 w f_0), ..., cos(...)],
+  f_j = 10000^(-j / (h - 1)), h = dim // 2 (sines first, unlike `sinusoidal_embedding`;
+  a zero column is appended for odd dim). w has shape () or (B,); returns w.shape + (dim,).
+  """
+  if isinstance(dim, bool) or not isinstance(dim, int) or dim < 4:
+    raise ValueError(f"dim must be an integer >= 4, got {dim!r}")
+  half = dim // 2
+  freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / (half - 1))
+  args = 1000.0 * jnp.asarray(w, jnp.float32)[..., None] * freqs
+  emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+  if dim % 2:
+    emb = jnp.concatenate([emb, jnp.zeros(emb.shape[:-1] + (1,), emb.dtype)], axis=-1)
+  return emb
 
 
 class ResBlock(nnx.Module):
@@ -147,7 +176,7 @@ class UNet(nnx.Module):
                num_res_blocks: int = 2, attention_resolutions: Sequence[int] = (16,),
                num_heads: int = 1, dropout: float = 0.0, num_classes: int = 0,
                time_dim: int | None = None, time_scale: float = 1.0, num_groups: int = 8,
-               rngs: nnx.Rngs):
+               guidance_embed_dim: int = 0, rngs: nnx.Rngs):
     if len(tuple(image_shape)) != 3:
       raise ValueError(f"image_shape must be (H, W, C), got {image_shape!r}")
     height, width, in_channels = (_positive_int("image_shape", int(d)) for d in image_shape)
@@ -178,6 +207,10 @@ class UNet(nnx.Module):
       raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
     time_dim = 4 * channels if time_dim is None else _positive_int("time_dim", time_dim)
     num_groups = _positive_int("num_groups", num_groups)
+    if (isinstance(guidance_embed_dim, bool) or not isinstance(guidance_embed_dim, int)
+        or guidance_embed_dim < 0 or 0 < guidance_embed_dim < 4):
+      raise ValueError(f"guidance_embed_dim must be 0 (off) or an integer >= 4, "
+                       f"got {guidance_embed_dim!r}")
     if channels % num_groups:
       raise ValueError(f"num_groups={num_groups} must divide channels={channels}")
     attended = {channels * m for level, m in enumerate(channel_mult)
@@ -234,13 +267,34 @@ class UNet(nnx.Module):
     self.up = nnx.List(up)
     self.norm_out = _group_norm(ch, num_groups, rngs)
     self.conv_out = _conv3(ch, out_channels, rngs, zero=True)
+    # Built last, so the other parameters draw the same keys with or without it.
+    self.guidance_embed_dim = guidance_embed_dim
+    self.guidance_proj = (nnx.Linear(guidance_embed_dim, channels, use_bias=False,
+                                     kernel_init=nnx.initializers.zeros, rngs=rngs)
+                          if guidance_embed_dim else None)
 
-  def _embedding(self, t: jax.Array, y: jax.Array | None, batch: int, dtype) -> jax.Array:
+  def _embedding(self, t: jax.Array, y: jax.Array | None, batch: int, dtype,
+                 w: jax.Array | None = None) -> jax.Array:
     t = jnp.asarray(t)
     if t.shape not in ((), (batch,)):
       raise ValueError(f"t must have shape () or (batch,) = ({batch},), got {t.shape}")
     t = jnp.broadcast_to(t.astype(jnp.float32), (batch,))
     features = sinusoidal_embedding(self.time_scale * t, self.channels).astype(dtype)
+    if self.guidance_proj is None:
+      if w is not None:
+        raise ValueError("w (a guidance scale) needs a network built with guidance_embed_dim "
+                         "> 0; this one has guidance_embed_dim=0")
+    else:
+      if w is None:
+        raise ValueError(f"w (the guidance scale, shape () or (batch,)) is required: the "
+                         f"network was built with guidance_embed_dim="
+                         f"{self.guidance_embed_dim}")
+      w = jnp.asarray(w)
+      if w.shape not in ((), (batch,)):
+        raise ValueError(f"w must have shape () or (batch,) = ({batch},), got {w.shape}")
+      w = jnp.broadcast_to(w.astype(jnp.float32), (batch,))
+      w_features = guidance_scale_embedding(w, self.guidance_embed_dim).astype(dtype)
+      features = features + self.guidance_proj(w_features).astype(dtype)
     emb = self.time_out(nnx.silu(self.time_in(features)))
     if self.label_embed is None:
       if y is not None:
@@ -262,14 +316,18 @@ class UNet(nnx.Module):
     return emb + self.label_embed(y).astype(emb.dtype)
 
   def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None, *,
-               dropout_key: jax.Array | None = None) -> jax.Array:
-    """x (B, H, W, C), t () or (B,), y (B,) ints in [0, num_classes] or None -> (B, H, W, out)."""
+               dropout_key: jax.Array | None = None, w: jax.Array | None = None) -> jax.Array:
+    """x (B, H, W, C), t () or (B,), y (B,) ints in [0, num_classes] or None -> (B, H, W, out).
+
+    w: the guidance scale, () or (B,), for a network built with guidance_embed_dim > 0
+    (required there, refused otherwise).
+    """
     if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
       raise ValueError(f"x must have shape (batch, *image_shape) = (B, {self.image_shape}), "
                        f"got {x.shape}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
       raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
-    emb = self._embedding(t, y, x.shape[0], x.dtype)
+    emb = self._embedding(t, y, x.shape[0], x.dtype, w)
     counter = iter(range(1 << 30))
     key = lambda: None if dropout_key is None else jax.random.fold_in(dropout_key, next(counter))
 
