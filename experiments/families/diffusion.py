@@ -34,7 +34,8 @@ default evaluation does not run it.
 
 Training: research.losses.diffusion.diffusion_loss. Sampling: x_T =
 sqrt(alpha(1)^2 + sigma(1)^2) z, z ~ N(0, I) (N(0, I) for VP, ~N(0, sigma_max^2 I)
-for VE), then any sampler registered in research.diffusion.samplers, read from its
+for VE), then any sampler registered in research.diffusion.samplers that needs no distilled
+model (`spec.requires is None`: `lcm` is refused, it needs family "lcm"), read from its
 registry entry `samplers.spec(name)`: options checked with spec.parse_options (the
 family sets `prediction` itself), the model clipped with adapters.clip_x0 and
 converted with adapters.with_prediction when the entry requires a prediction type
@@ -102,10 +103,20 @@ def _hashable(value):
   return value
 
 
+def refuse_distilled_only(spec, field: str) -> None:
+  """ValueError naming `field` when the sampler needs a distilled model (SamplerSpec.requires),
+  e.g. `lcm`: a plain diffusion network is not a consistency function."""
+  if spec.requires is not None:
+    raise ValueError(f"{field}={spec.name!r} needs an LCM-distilled model (requires="
+                     f"{spec.requires!r}; train one with family 'lcm'), and this diffusion"
+                     f" family's network is not distilled; use e.g. 'dpmpp_2m' or 'ddim'")
+
+
 def check_sample_config(config) -> None:
   """config.sample for a registry sampler: name, num_steps, options (string or mapping), w."""
   s = config.sample
   spec = sampler_spec(samplers.spec, s.sampler, "config.sample.sampler")
+  refuse_distilled_only(spec, "config.sample.sampler")
   check.positive_int(s.num_steps, "config.sample.num_steps")
   sampler_options(spec, s.get("options", ""), "config.sample.options", _FIXED)
   check.non_negative_number(s.get("guidance_scale", 1.0), "config.sample.guidance_scale")
@@ -178,6 +189,7 @@ class Diffusion:
     """(spec, num_steps, options, clip_x0) of a request, every field checked (nothing compiled)."""
     s = self.config.sample
     spec = sampler_spec(samplers.spec, request.sampler or s.sampler, "SampleRequest.sampler")
+    refuse_distilled_only(spec, "SampleRequest.sampler")
     num_steps = request.num_steps or s.num_steps
     options = request_options(spec, request, self.config, _FIXED)
     clip_x0 = request.clip_x0 or s.get("clip_x0", "none")
