@@ -20,6 +20,7 @@ _FAMILIES = {
     "autoregressive": "experiments.families.autoregressive:Autoregressive",
     "flow": "experiments.families.normalizing_flow:NormalizingFlow",
     "lcm": "experiments.families.lcm:LCM",
+    "autoencoder": "experiments.families.autoencoder:AutoEncoder",
 }
 
 
