@@ -145,7 +145,7 @@ def _betas(schedule):
   return _driver().betas_of(schedule)
 
 
-def test_scaled_linear_alphas_cumprod_match_diffusers():
+def test_beta_schedules_match_diffusers_alphas_cumprod():
   diffusers = _diffusers()
   for schedule, name in ((SCALED, "scaled_linear"), (LINEAR, "linear")):
     kw = ({"beta_start": 0.00085, "beta_end": 0.012} if name == "scaled_linear"
@@ -153,6 +153,9 @@ def test_scaled_linear_alphas_cumprod_match_diffusers():
     ref = diffusers.DDIMScheduler(beta_schedule=name, **kw).alphas_cumprod.numpy()
     ours = np.asarray(schedule.alpha_bar_table)
     np.testing.assert_allclose(ours, ref, rtol=2e-5)
+  cosine = schedules.discrete_vp(schedules.cosine_betas(T))
+  ref = diffusers.DDIMScheduler(beta_schedule="squaredcos_cap_v2").alphas_cumprod.numpy()
+  np.testing.assert_allclose(np.asarray(cosine.alpha_bar_table), ref, rtol=1e-4)
 
 
 GRID_CASES = [(T_, N, spacing, offset) for T_ in (1000, 500) for N in (1, 3, 7, 10, 50)
