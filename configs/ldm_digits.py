@@ -35,7 +35,7 @@ _SAMPLERS = {"diffusion": ("dpm_solver++", 25), "flow_matching": ("rk4", 10),
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, ae="workdirs/autoencoder_digits", family="diffusion", cond=False,
                 guidance=1.0, sampler="", sample_steps=0, steps=3000, batch=128, lr=1e-3,
-                channels=64, runlocal=False)
+                channels=32, runlocal=False)
   if a.family not in FAMILIES:
     raise ValueError(f"config argument family must be one of {FAMILIES}, got {a.family!r}")
   c = base_config(a.family, "digits", pixel_range="symmetric",
