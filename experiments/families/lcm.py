@@ -151,6 +151,9 @@ class LCM:
     check.positive_number(c.timestep_scaling, "config.lcm.timestep_scaling")
     check.positive_number(c.sigma_data, "config.lcm.sigma_data")
     check.choice(c.clip_x0, lcm_loss.CLIP_MODES, "config.lcm.clip_x0")
+    if c.clip_x0 != "none" and config.data.get("autoencoder_workdir", ""):
+      raise ValueError(f"config.lcm.clip_x0={c.clip_x0!r} clips x0 to [-1, 1]: latents "
+                       f"(config.data.autoencoder_workdir) are not in a fixed range; use 'none'")
     if c.clip_x0 != "none" and config.data.get("pixel_range", "unit") != "symmetric":
       raise ValueError(f"config.lcm.clip_x0={c.clip_x0!r} clips x0 to [-1, 1]: it needs data "
                        f"in [-1, 1] (config.data.pixel_range='symmetric')")
