@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from configs import autoencoder_digits, ldm_digits
-from experiments import configuration, latent, sampling, trainer
-from experiments import run as run_lib
+from experiments import configuration, families, latent, sampling, trainer
 from experiments.data import dataset_info, make_dataset
 from experiments.families.protocol import SampleRequest
 from research.losses import autoencoder as ae_loss
@@ -149,11 +148,14 @@ def test_refusals_name_the_field_before_anything_compiles(ae_workdir, tmp_path):
 
 def test_unconditional_latent_model_refuses_guidance_and_clipping(ae_workdir):
   workdir, _ = ae_workdir
-  run = run_lib.build(ldm_digits.get_config(f"ae={workdir},runlocal=true"))
+  c = ldm_digits.get_config(f"ae={workdir},runlocal=true")
+  configuration.validate(c)
+  family = families.get(c.family)(c, make_dataset(c.data))   # the family, nothing compiled
+  assert family.data_shape == (4, 4, 1)
   with pytest.raises(ValueError, match="guidance_scale.*unconditional"):
-    run.family.check_request(SampleRequest(guidance_scale=2.0))
+    family.check_request(SampleRequest(guidance_scale=2.0))
   with pytest.raises(ValueError, match="SampleRequest.clip_x0='dynamic'.*not in \\[-1, 1\\]"):
-    run.family.check_request(SampleRequest(clip_x0="dynamic"))
+    family.check_request(SampleRequest(clip_x0="dynamic"))
 
 
 @pytest.mark.slow
