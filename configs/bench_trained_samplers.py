@@ -12,7 +12,7 @@ guidance (CFG scale w; < 0: the workdir's config.sample.guidance_scale), clip (x
 'config' = the workdir's, none, static, dynamic), spacing (diffusers' timestep_spacing; 'default': each
 scheduler's own, DDIM leading, the others linspace),
 calibrate (the calibrated grid for CALIBRATE; quick: dpm_solver++), calibrate_nfe ('5;10'), diffusers (false: ours
-only), torch_threads, seed, verbose, quick (20 samples, NFE 2 and 4, dpm_solver++ and ddim, a tiny
+only), torch_threads, seed, verbose, compile_only (fill a persistent compilation cache), quick (20 samples, NFE 2 and 4, dpm_solver++ and ddim, a tiny
 calibration: for tests).
 """
 
@@ -56,7 +56,7 @@ def _defaults(quick: bool) -> dict:
               nfe="2;4" if quick else "5;10;20;50",
               samplers="dpm_solver++;ddim" if quick else "", guidance=-1.0, clip="config",
               spacing="default", calibrate=True, calibrate_nfe="4" if quick else "5;10",
-              diffusers=True, torch_threads=1, seed=0, verbose=True)
+              diffusers=True, torch_threads=1, seed=0, verbose=True, compile_only=False)
 
 
 def get_config(arg=None):
@@ -94,4 +94,7 @@ def get_config(arg=None):
       "torch_threads": a.torch_threads,
       "seed": a.seed,
       "verbose": a.verbose,
+      # Only compile our fixed-grid programs (params are an argument, so the programs depend on
+      # shapes only): run once with JAX_COMPILATION_CACHE_DIR set to fill the persistent cache.
+      "compile_only": a.compile_only,
   })

@@ -256,12 +256,14 @@ class _Model:
 
 
 # -- our side --------------------------------------------------------------------------
-def _ours(model: _Model, name, options, num_steps, key):
-  """Samples of our sampler `name` on every chunk: (x, nfe, compile s, run s)."""
+def _ours_program(model: _Model, name, options, num_steps):
+  """Our sampler `name` compiled for one chunk, params an argument (not baked in), so the
+  program depends on shapes only and a persistent compilation cache can serve it;
+  (compiled, compile s)."""
   family, sampler = model.family, samplers.spec(name)
 
-  def sample(key, x, y):
-    fn = _jax_model(family, model.params, y, model.guidance, model.clip_x0)
+  def sample(params, key, x, y):
+    fn = _jax_model(family, params, y, model.guidance, model.clip_x0)
     prediction = family.prediction
     if sampler.prediction is not None:
       fn = adapters.with_prediction(fn, family.schedule, prediction, sampler.prediction)
@@ -269,15 +271,21 @@ def _ours(model: _Model, name, options, num_steps, key):
     return samplers.get(name)(key, fn, x, family.schedule, num_steps=num_steps,
                               prediction=prediction, **options)
 
-  first = next(model.chunks())
+  _, x, y = next(model.chunks())
   t0 = time.perf_counter()
-  compiled = jax.jit(sample).lower(key, jnp.asarray(first[1]),
-                                   None if first[2] is None else jnp.asarray(first[2])).compile()
-  compile_s = time.perf_counter() - t0
+  compiled = jax.jit(sample).lower(model.params, jax.random.key(0), jnp.asarray(x),
+                                   None if y is None else jnp.asarray(y)).compile()
+  return compiled, time.perf_counter() - t0
+
+
+def _ours(model: _Model, name, options, num_steps, key):
+  """Samples of our sampler `name` on every chunk: (x, nfe, compile s, run s)."""
+  compiled, compile_s = _ours_program(model, name, options, num_steps)
   outs, t0 = [], time.perf_counter()
   for start, x, y in model.chunks():
     outs.append(np.asarray(jax.block_until_ready(compiled(
-        jax.random.fold_in(key, start), jnp.asarray(x), None if y is None else jnp.asarray(y)))))
+        model.params, jax.random.fold_in(key, start), jnp.asarray(x),
+        None if y is None else jnp.asarray(y)))))
   run_s = time.perf_counter() - t0
   x = np.concatenate(outs)[:model.x_T.shape[0]]
   return x, samplers.nfe(name, num_steps, **options), compile_s, run_s
@@ -378,10 +386,25 @@ def _scores(prefix, m: dict) -> dict:
           f"{prefix} coverage": m["coverage"], f"{prefix} nonfinite": m["nonfinite"]}
 
 
+def _compile_only(config, model, entries, tag, log):
+  """Compile every fixed-grid program of ours (to fill a persistent compilation cache)."""
+  rows = []
+  for budget in config.nfe:
+    for label, name, opts, _ in entries:
+      num_steps = _steps_for(name, opts, budget)
+      if num_steps is not None:
+        rows.append({"model": tag, "NFE": budget, "sampler": label, "ours steps": num_steps,
+                     "ours compile s": _ours_program(model, name, opts, num_steps)[1]})
+        log(f"[{tag}] compiled NFE {budget} {label}: {rows[-1]['ours compile s']:.1f} s")
+  return rows, {"model": tag, "workdir": model.workdir, "status": "compiled only"}
+
+
 def _bench_model(config, workdir, tag, log):
   model = _Model(config, workdir)
   entries = [r for r in (resolve(e) for e in config.samplers) if r is not None]
   skipped = [e[0] for e in config.samplers if resolve(e) is None]
+  if config.get("compile_only", False):
+    return _compile_only(config, model, entries, tag, log)
   with_peers = bool(config.with_diffusers) and peers.available()
   betas = _betas(model.run) if with_peers else None
   info = {"model": tag, "workdir": workdir, "step": model.step, "num_samples": int(model.x_T.shape[0]),
@@ -476,6 +499,9 @@ def run(config) -> dict:
     r, info = _bench_model(config, workdir, tag, log)
     rows += r
     infos.append(info)
+  if config.get("compile_only", False):
+    return {"title": "Samplers on trained networks: compile only", "rows": rows, "models": infos,
+            "columns": ["model", "NFE", "sampler", "ours steps", "ours compile s"], "notes": notes}
   summary = _summary(rows)
   from experiments.benchmarks import report
   notes.append("")

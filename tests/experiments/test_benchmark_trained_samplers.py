@@ -4,8 +4,10 @@ PyTorch twin when installed), the diffusers wrappers' guidance and clipping form
 The fast tests use a workdir of configs/ddpm_digits.py:runlocal=true,cond=true holding the
 checkpoint the trainer writes, with the initial EMA parameters perturbed (every leaf plus
 N(0, 0.05^2), so the zero-initialised layers act and samplers differ): compiling the
-runlocal train step alone takes 60-90 s on the shared 2-core CPU. The slow test trains
-that config for real through launch.train and runs the benchmark's launcher on it.
+runlocal train step alone takes 60-90 s on the shared 2-core CPU, and building the run
+(the family builds its U-Net eagerly) 40 s of CPU, so the quick run reuses the fixture's
+built run and restores the checkpoint from the workdir. The slow test trains that config
+for real through launch.train and runs the benchmark's launcher on it, nothing reused.
 """
 
 import importlib.util
@@ -18,7 +20,7 @@ import numpy as np
 import pytest
 
 from configs import bench_trained_samplers, ddpm_digits
-from experiments import checkpoint, configuration
+from experiments import checkpoint, configuration, sampling
 from experiments import run as run_lib
 from experiments.benchmarks import trained_samplers
 from tests.experiments.helpers import launch
@@ -50,7 +52,7 @@ def workdir(tmp_path_factory):
   checkpoint.save(manager, 0, state, {"family": "diffusion"}, force=True)
   manager.wait_until_finished()
   manager.close()
-  return path
+  return path, run
 
 
 def _quick(workdir, extra=""):
@@ -58,9 +60,11 @@ def _quick(workdir, extra=""):
   return bench_trained_samplers.get_config(arg)
 
 
-def test_quick_run_ours_and_diffusers_on_the_same_network(workdir):
+def test_quick_run_ours_and_diffusers_on_the_same_network(workdir, monkeypatch):
   # One sampler at one NFE keeps it to one compiled program; w = 2 exercises guidance on both
   # sides (two network passes per call), the workdir's static x0 clipping both wrappers.
+  workdir, run = workdir
+  monkeypatch.setattr(sampling, "load", lambda w: (run, sampling.restore_readonly(w, run)))
   config = _quick(workdir, "samplers=ddim,nfe=2,calibrate=false,guidance=2,samples=12,batch=12")
   result = trained_samplers.run(config)
   (row,) = result["rows"]
