@@ -53,6 +53,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from research import registry
 from research.diffusion import adapters
@@ -76,8 +77,21 @@ def _is_zero(value):
 
 
 def _levels(schedule, grid):
-  """(t, s) of a StepGrid: s = edm_sigma(t), and s_N = 0 at clean data."""
+  """(t, s) of a StepGrid: s = edm_sigma(t), and s_N = 0 at clean data.
+
+  ValueError for a grid whose noise levels are not those of its times (index_rule=
+  "multistep" with spacing="karras": the model at rounded indices, multistep solvers only).
+  """
   s = schedule.edm_sigma(grid.t).astype(jnp.float32)
+  if all(isinstance(a, np.ndarray) for a in (grid.t, grid.alpha, grid.sigma)) and \
+      grid_lib.is_concrete(*jax.tree_util.tree_leaves(schedule)):
+    n = grid.t.shape[0] - (1 if grid.final_step_to_zero else 0)
+    with jax.ensure_compile_time_eval():
+      s_of_t = np.asarray(schedule.edm_sigma(jnp.asarray(grid.t[:n], jnp.float32)), np.float64)
+    if not np.allclose(s_of_t, grid.sigma[:n] / grid.alpha[:n], rtol=1e-3):
+      raise ValueError("index_rule='multistep' with spacing='karras' calls the model at rounded"
+                       " indices off its noise levels; the Karras samplers (euler, heun,"
+                       " euler_ancestral) need levels at their times: use index_rule='ddim'")
   if grid.final_step_to_zero:
     s = s.at[-1].set(0.0)
   return grid.t, s

@@ -43,6 +43,18 @@ def our_noise(module_name, key, counter):
     module.randn_tensor = original
 
 
+_EPS = {}
+
+
+def _eps_fn(mix, schedule):
+  """The jitted exact eps at index time t, one per (mixture, schedule) (compiled once)."""
+  key = (id(mix), id(schedule))
+  if key not in _EPS:
+    _EPS[key] = (mix, schedule, jax.jit(
+        lambda x, t: exact.mixture_eps(mix, x, schedule.alpha(t), schedule.sigma(t))))
+  return _EPS[key][2]
+
+
 def run(scheduler, mix, schedule, x_T, num_steps, key=None, noise_module=None, step_kw=None,
         **set_kw):
   """x0 of diffusers' loop (set_timesteps / scale_model_input / model / step) from x_T (VP scale).
@@ -51,7 +63,7 @@ def run(scheduler, mix, schedule, x_T, num_steps, key=None, noise_module=None, s
   """
   import torch
   T = schedule.num_train_steps
-  eps_fn = jax.jit(lambda x, t: exact.mixture_eps(mix, x, schedule.alpha(t), schedule.sigma(t)))
+  eps_fn = _eps_fn(mix, schedule)
   scheduler.set_timesteps(num_steps, **set_kw)
   x = torch.from_numpy(np.asarray(x_T, np.float32)) * float(scheduler.init_noise_sigma)
   counter = [0]

@@ -298,3 +298,10 @@ def test_euler_a_equals_diffusers_in_distribution():
   assert np.all(np.abs(ours.std(0) / ref.std(0) - 1) < 4 * math.sqrt(1 / n))
   radius = lambda a: np.sqrt(np.sum(a ** 2, -1))
   assert abs(radius(ours).mean() - radius(ref).mean()) < 0.05
+
+
+def test_karras_samplers_refuse_rounded_model_indices():
+  model = exact.mixture_model_fn(MIX, LINEAR)
+  with pytest.raises(ValueError, match="index_rule"):
+    samplers.get("euler")(None, model, jnp.zeros((2, 2)), LINEAR, num_steps=4,
+                          spacing="karras", index_rule="multistep")
