@@ -450,11 +450,19 @@ def _bench_model(config, workdir, tag, log):
                   **_scores("ours", model.metrics(x))})
       if peer is not None and peer_label:
         if (peer_label, budget) not in peer_cache:
-          xp, pnfe, ps = peer.sample(peer_label, budget, betas, config.diffusers_spacing, config.seed)
-          peer_cache[peer_label, budget] = {"diffusers": peer_label, "diffusers nfe": pnfe,
-                                            "diffusers s": ps, **_scores("diffusers", model.metrics(xp))}
+          try:
+            xp, pnfe, ps = peer.sample(peer_label, budget, betas, config.diffusers_spacing,
+                                       config.seed)
+            peer_cache[peer_label, budget] = {"diffusers": peer_label, "diffusers nfe": pnfe,
+                                              "diffusers s": ps,
+                                              **_scores("diffusers", model.metrics(xp))}
+          except Exception as e:  # a scheduler that fails on this schedule: recorded  # noqa: BLE001
+            peer_cache[peer_label, budget] = {"diffusers": peer_label,
+                                              "diffusers error": f"{type(e).__name__}: {e}"}
+            log(f"[{tag}] diffusers {peer_label} at NFE {budget} failed: {type(e).__name__}: {e}")
         row.update(peer_cache[peer_label, budget])
-        row["fd ours/diffusers"] = row["ours fd"] / row["diffusers fd"]
+        if "diffusers fd" in row:
+          row["fd ours/diffusers"] = row["ours fd"] / row["diffusers fd"]
       rows.append(row)
       log(f"[{tag}] NFE {budget} {row['sampler']}: fd {row['ours fd']:.3f}"
           + (f" vs diffusers {row['diffusers']} {row['diffusers fd']:.3f}" if "diffusers fd" in row
