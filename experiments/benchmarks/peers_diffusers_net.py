@@ -134,6 +134,11 @@ def run(label: str, eps_fn, x_T, num_steps: int, *, betas: np.ndarray, spacing: 
   import torch
   scheduler = make(label, betas, spacing)
   scheduler.set_timesteps(num_steps)
+  if hasattr(scheduler, "set_begin_index"):
+    # Start at step index 0. Otherwise a schedule whose first timesteps repeat (Karras sigmas
+    # on the discrete cosine schedule round to 999, 999, 999, ...) makes diffusers take the
+    # second match as the first index (its image-to-image rule) and run off the sigmas.
+    scheduler.set_begin_index(0)
   generator = torch.Generator().manual_seed(seed)
   kwargs = {"generator": generator} if label in STOCHASTIC else {}
   x = x_T * scheduler.init_noise_sigma

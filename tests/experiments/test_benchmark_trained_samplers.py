@@ -176,3 +176,19 @@ def test_quick_config_with_calibration_on_a_trained_runlocal_model(tmp_path):
   calibrated = [r for r in result["rows"] if "calibrated" in r["sampler"]][0]
   assert len(calibrated["timesteps"]) == calibrated["ours steps"] and calibrated["calib nfe/sample"] > 0
   assert all(np.isfinite(r["ours fd"]) for r in result["rows"])
+
+
+@pytest.mark.skipif(not HAS_DIFFUSERS, reason="torch and diffusers are optional peers")
+def test_every_diffusers_scheduler_runs_on_the_cosine_schedule():
+  # Karras sigmas on the discrete cosine schedule round to timesteps 999, 999, 999, ...: without
+  # set_begin_index(0) diffusers starts at index 1 and runs off its sigmas (IndexError).
+  import torch
+
+  from experiments.benchmarks import peers_diffusers_net as peers
+  from research.diffusion import schedules
+  betas = np.asarray(schedules.cosine_betas(1000))
+  x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+  for label in peers.SCHEDULERS:
+    out, nfe = peers.run(label, lambda x, t, a, s: 0.1 * x, x, peers.steps_for_nfe(label, 10),
+                         betas=betas)
+    assert nfe == (9 if label == "Heun" else 10) and bool(torch.isfinite(out).all()), label
