@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import ddpm_digits
-from experiments import image_metrics, plotting, sampling, trainer
+from experiments import evaluation, image_metrics, plotting, sampling, trainer
 from experiments.figures import common
 
 NAME = "cfg_sweep"
@@ -84,7 +84,7 @@ def sweep(workdir: str, scales=SCALES, *, num_samples: int = 1000, seeds: int = 
   if not run.conditional:
     raise ValueError(f"workdir={workdir!r} holds an unconditional run (model.num_classes = 0)")
   k = run.family.num_classes
-  dataset = run.dataset
+  dataset = evaluation.pixel_dataset(run.dataset)   # latent runs: samples come decoded
   reference = dataset.to_unit(jnp.asarray(dataset.test))
   ref_features = image_metrics.classifier_features(reference)
   ref_spread = intra_class_spread(ref_features, dataset.test_labels, k)
