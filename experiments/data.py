@@ -246,7 +246,7 @@ def dataset_info(data_config) -> DatasetInfo:
     if not pixel.image:
       raise ValueError(f"config.data.autoencoder_workdir needs an image set, got "
                        f"config.data.name={name!r}")
-    from experiments import latent   # reads the autoencoder's config.json only
+    latent = _latent_module()   # reads the autoencoder's config.json only
     return DatasetInfo(name, latent.latent_shape(data_config), pixel.num_classes, pixel_range,
                        latent=True)
   if name in toy.NAMES:
@@ -261,6 +261,13 @@ def dataset_info(data_config) -> DatasetInfo:
     from experiments import data_text
     return DatasetInfo(name, data_text.text_info_shape(data_config), 0, pixel_range)
   raise ValueError(f"config.data.name must be one of {dataset_names()}, got {name!r}")
+
+
+def _latent_module():
+  """experiments/latent.py, looked up by name like a family plug-in (experiments/families):
+  it sits above this module (it restores a trained run), so a static import would be a cycle."""
+  import importlib
+  return importlib.import_module("experiments.latent")
 
 
 def _without_autoencoder(data_config):
@@ -284,7 +291,7 @@ def make_dataset(data_config):
   Nothing is read from disk here: tfds sources open on first use.
   """
   if data_config.get("autoencoder_workdir", ""):
-    from experiments import latent   # restores the autoencoder, encodes both splits once
+    latent = _latent_module()   # restores the autoencoder, encodes both splits once
     return latent.make_latent_dataset(data_config)
   name = data_config.name
   pixel_range = check_pixel_range(data_config.get("pixel_range", "unit"))
