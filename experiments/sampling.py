@@ -138,14 +138,16 @@ def sample_to_file(job: Job | str, out: str, *, num_samples: int, seed: int = 0,
 def eval_filename(run: run_lib.Run, request: SampleRequest) -> str:
   """eval_<tag>.json with the family's `describe(request)` tag (e.g. an adaptive solver or a
   decoder: its name); else eval_<sampler>_<num_steps>.json; eval_default.json for a family
-  without samplers (GAN, VAE)."""
+  without samplers (GAN, VAE). A guidance scale given in the request adds _w<scale>
+  (eval_dpm_solver++_25_w2.json), so evaluating several scales keeps every result."""
+  suffix = "" if request.guidance_scale is None else f"_w{float(request.guidance_scale):g}"
   if hasattr(run.family, "describe"):
-    return f"eval_{run.family.describe(request)}.json"
+    return f"eval_{run.family.describe(request)}{suffix}.json"
   sample = run.config.get("sample", None)
   sampler = request.sampler or (sample.get("sampler") if sample is not None else None)
   if not sampler:
-    return "eval_default.json"
-  return f"eval_{sampler}_{request.num_steps or sample.num_steps}.json"
+    return f"eval_default{suffix}.json"
+  return f"eval_{sampler}_{request.num_steps or sample.num_steps}{suffix}.json"
 
 
 def evaluate_to_file(job: Job, *, num_samples: int | None = None) -> dict:
