@@ -122,20 +122,28 @@ def test_bad_config_fields_are_named(teacher, field, value, match):
     configuration.validate(c)
 
 
-def test_unconditional_teacher_needs_no_guidance_embedding(uncond_teacher):
-  c = _config(uncond_teacher)
+def test_unconditional_teacher_needs_no_guidance_embedding(teacher, tmp_path):
+  edited = _edited_teacher(teacher, tmp_path, lambda c: c["model"].update(num_classes=0,
+                                                                           label_dropout=0.0))
+  c = _config(edited)
   assert c.model.guidance_embed_dim == 0 and c.sample.guidance_scale == 1.0
   configuration.validate(c)
   c.model.guidance_embed_dim = 16
   with pytest.raises(ValueError, match="guidance_embed_dim=16 needs a class-conditional"):
     configuration.validate(c)
+
+
+@pytest.mark.slow
+def test_an_unconditional_student_refuses_guidance(uncond_teacher):
   fam = trainer.build(_config(uncond_teacher)).family
   with pytest.raises(ValueError, match="SampleRequest.guidance_scale.*unconditional"):
     fam.check_request(SampleRequest(guidance_scale=2.0))
+  params = fam.init(jax.random.key(0))
+  assert "guidance_proj" not in params["online"]
 
 
 def test_student_starts_as_the_teacher_at_every_w(family):
-  params = family.init(jax.random.key(0))
+  params = jax.jit(family.init)(jax.random.key(0))
   assert set(params) == {"online", "target"}
   online, teacher = params["online"], family.teacher.params
   assert set(online) - set(teacher) == {"guidance_proj"}
@@ -144,19 +152,19 @@ def test_student_starts_as_the_teacher_at_every_w(family):
     np.testing.assert_array_equal(a, b)
   x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
   t, y = jnp.array([0.02, 0.3, 0.7, 1.0]), jnp.array([0, 3, 9, 10])
-  want = family.teacher.family.model_fn(teacher, y)(x, t)
-  for w in (0.0, 1.0, 2.0):
-    got = family.model_fn(online, y)(x, t, jnp.full((4,), w))
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-  # The guided teacher at w is CFG at SD scale s = w + 1.
-  g = family.teacher_fn(y)(x, t, jnp.full((4,), 1.0))
   tf = family.teacher.family.model_fn
-  np.testing.assert_allclose(g, 2.0 * want - tf(teacher, jnp.full((4,), 10))(x, t),
-                             rtol=1e-5, atol=1e-5)
+  want = jax.jit(lambda p, y: tf(p, y)(x, t))(teacher, y)
+  student = jax.jit(lambda p, w: family.model_fn(p, y)(x, t, w))
+  for w in (0.0, 1.0, 2.0):
+    np.testing.assert_allclose(student(online, jnp.full((4,), w)), want, rtol=1e-6, atol=1e-6)
+  # The guided teacher at w is CFG at SD scale s = w + 1.
+  g = jax.jit(lambda: family.teacher_fn(y)(x, t, jnp.full((4,), 1.0)))()
+  null = jax.jit(lambda p: tf(p, jnp.full((4,), 10))(x, t))(teacher)
+  np.testing.assert_allclose(g, 2.0 * want - null, rtol=1e-5, atol=1e-5)
 
 
 def test_loss_and_the_ema_target(family):
-  params = family.init(jax.random.key(0))
+  params = jax.jit(family.init)(jax.random.key(0))
   moved = dict(params, online=jax.tree.map(lambda p: p + 0.01, params["online"]))
   new = family.after_step(moved, jnp.int32(3))
   mu = family.config.lcm.mu
@@ -165,7 +173,7 @@ def test_loss_and_the_ema_target(family):
     np.testing.assert_allclose(got, mu * t0 + (1 - mu) * o, rtol=1e-6, atol=1e-7)
   x = jax.random.uniform(jax.random.key(2), (8, 8, 8, 1), minval=-1, maxval=1)
   y = jnp.arange(8) % 10
-  loss, metrics = family.loss(params, (x, y), jax.random.key(3), jnp.int32(0))
+  loss, metrics = jax.jit(family.loss)(params, (x, y), jax.random.key(3), jnp.int32(0))
   assert np.isfinite(float(loss)) and 0.0 <= float(metrics["w"]) <= 2.0
   assert [p.name for p in family.phases()] == ["online"] and family.phases()[0].group == "online"
 
