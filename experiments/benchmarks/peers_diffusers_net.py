@@ -19,19 +19,7 @@ import math
 
 import numpy as np
 
-
-def available() -> bool:
-  try:
-    import diffusers  # noqa: F401
-    import torch  # noqa: F401
-  except ImportError:
-    return False
-  return True
-
-
-def version() -> str:
-  import diffusers
-  return diffusers.__version__
+from experiments.benchmarks.peers_diffusers import available, version  # noqa: F401  (one check)
 
 
 # label -> (scheduler class name, constructor options). "Euler a" is stochastic.

@@ -65,15 +65,6 @@ def _rmse(x, ref) -> float:
   return float(np.sqrt(np.mean(np.sum((np.asarray(x, np.float64) - ref) ** 2, -1))))
 
 
-def _steps_for(name, options, budget):
-  """The largest num_steps whose exact NFE fits the budget (None if even 1 step does not)."""
-  best = None
-  for n in range(1, budget + 1):
-    if samplers.nfe(name, n, **options) <= budget:
-      best = n
-  return best
-
-
 def _exact_map(mix, betas, x_T):
   with jax.enable_x64(True):
     sched = schedules.discrete_vp(jnp.asarray(betas, jnp.float64))
@@ -115,7 +106,7 @@ def _calibrated(entry, mix, schedule, x_T, budget, calibration):
   """Our sampler on the model-calibrated grid (research.diffusion.steps), fitted on
   calibration noise from its own key (never the evaluation noise)."""
   label, name, options = entry
-  num_steps = _steps_for(name, options, budget)
+  num_steps = samplers.steps_for_nfe(name, budget, **options)
   if num_steps is None:
     return None
   model = exact.mixture_model_fn(mix, schedule)
@@ -135,7 +126,8 @@ def _calibrated(entry, mix, schedule, x_T, budget, calibration):
 
 def _ours_once(entry, mix, schedule, x_T, budget):
   label, name, options = entry
-  num_steps = _steps_for(name, {k: v for k, v in options.items() if k != "timesteps"}, budget)
+  num_steps = samplers.steps_for_nfe(
+      name, budget, **{k: v for k, v in options.items() if k != "timesteps"})
   if num_steps is None:
     return None
   model = exact.mixture_model_fn(mix, schedule)

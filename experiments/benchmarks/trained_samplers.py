@@ -147,15 +147,6 @@ def check_config(config) -> None:
 
 
 # -- the models ------------------------------------------------------------------------
-def _steps_for(name, options, budget):
-  """The largest num_steps whose exact NFE fits the budget (None if even 1 step does not)."""
-  best = None
-  for n in range(1, budget + 1):
-    if samplers.nfe(name, n, **options) <= budget:
-      best = n
-  return best
-
-
 def _image_space(run):
   """(to_images, image dataset): samples in model space -> images the metrics read.
 
@@ -391,7 +382,7 @@ def _compile_only(config, model, entries, tag, log):
   rows = []
   for budget in config.nfe:
     for label, name, opts, _ in entries:
-      num_steps = _steps_for(name, opts, budget)
+      num_steps = samplers.steps_for_nfe(name, budget, **opts)
       if num_steps is not None:
         rows.append({"model": tag, "NFE": budget, "sampler": label, "ours steps": num_steps,
                      "ours compile s": _ours_program(model, name, opts, num_steps)[1]})
@@ -434,7 +425,7 @@ def _bench_model(config, workdir, tag, log):
     todo += [(label, name, opts, p, True) for label, name, opts, p in entries
              if label in config.calibrate and budget in config.calibrate_nfe]
     for label, name, opts, peer_label, calibrated in todo:
-      num_steps = _steps_for(name, opts, budget)
+      num_steps = samplers.steps_for_nfe(name, budget, **opts)
       if num_steps is None:
         continue
       row = {"model": tag, "NFE": budget, "sampler": label + (" (calibrated)" if calibrated else ""),

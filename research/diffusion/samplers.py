@@ -46,7 +46,7 @@ from research.registry import check_bool
 
 __all__ = [
     "REGISTRY", "NAMES", "PRESETS", "get", "spec", "nfe", "check_options", "parse_options",
-    "register", "register_preset", "grid_for",
+    "register", "register_preset", "grid_for", "steps_for_nfe",
     # Re-exported helpers (their homes: grid.py, adapters.py, contract.py, ddpm_ddim.py).
     "DEFAULT_SPACING", "DDIM_SPACING", "StepGrid", "sampling_grid", "check_timesteps",
     "default_t_end", "resolve_t_end", "check_num_steps", "check_prediction", "check_bool",
@@ -91,3 +91,13 @@ def parse_options(name: str, options: str | Mapping) -> dict:
 def grid_for(name: str, schedule, num_steps: int, **options) -> StepGrid:
   """The StepGrid that sampler `name` builds for these options (pass it back as grid=)."""
   return grid_lib.for_spec(REGISTRY.spec(name), schedule, num_steps, **options)
+
+
+def steps_for_nfe(name: str, budget: int, **options) -> int | None:
+  """The largest num_steps whose exact NFE (`nfe`) fits `budget` network evaluations, or
+  None if even one step does not (e.g. Heun: 2N - 1 <= budget)."""
+  best = None
+  for n in range(1, int(budget) + 1):
+    if REGISTRY.nfe(name, n, **options) <= budget:
+      best = n
+  return best

@@ -267,3 +267,15 @@ def test_grid_rules():
     grid.GridRule("karras", t_end="late")
   assert [o.name for o in grid.grid_options(exclude=("rho", "grid"))] == [
       "spacing", "t_end", "timesteps", "final_step_to_zero", "steps_offset", "index_rule"]
+
+
+def test_steps_for_nfe_is_the_largest_count_within_the_budget():
+  for name in ("dpm_solver++", "heun", "unipc"):
+    for budget in (1, 5, 10, 20):
+      n = samplers.steps_for_nfe(name, budget)
+      if n is None:
+        assert samplers.nfe(name, 1) > budget
+        continue
+      assert samplers.nfe(name, n) <= budget < samplers.nfe(name, n + 1), (name, budget, n)
+  assert samplers.steps_for_nfe("heun", 5) == 3            # Heun: 2N - 1 evaluations
+  assert samplers.steps_for_nfe("dpm_solver", 9, order=3, method="singlestep") == 3  # 3 (N - 1) + 1
