@@ -172,3 +172,25 @@ def test_runlocal_class_conditional_latent_diffusion_scores_decoded_digits(ae_wo
   x = np.load(out["out"])
   assert x.shape == (4, 8, 8, 1) and x.min() >= -1.0 and x.max() <= 1.0
   shutil.rmtree(tmp_path / "ldm")
+
+
+# The mechanism is one (experiments/latent.py); the default suite runs it for diffusion, the
+# other two families (~1 min of CPU each) with -m slow.
+@pytest.mark.parametrize("family", ["diffusion",
+                                    pytest.param("flow_matching", marks=pytest.mark.slow),
+                                    pytest.param("consistency", marks=pytest.mark.slow)])
+def test_each_family_trains_and_samples_in_the_latent_space(ae_workdir, family):
+  """One loss and one 1-step sample per family on the 4x4x1 latents; run.sample decodes."""
+  from experiments import run as run_lib
+  workdir, _ = ae_workdir
+  c = ldm_digits.get_config(f"ae={workdir},family={family},cond=true,runlocal=true")
+  configuration.validate(c)
+  run = run_lib.build(c)
+  assert run.family.data_shape == (4, 4, 1) and run.dataset.shape == (4, 4, 1)
+  params = run.family.init(jax.random.key(0))
+  x, y = run.dataset.sample_labeled(jax.random.key(1), 8)
+  loss, _ = jax.jit(run.family.loss)(params, (x, y), jax.random.key(2), jnp.int32(0))
+  assert np.isfinite(float(loss))
+  images, stats = run_lib.sample(run, params, 3, SampleRequest(num_steps=1, labels=np.arange(3)))
+  assert images.shape == (3, 8, 8, 1) and stats["nfe"] >= 1
+  assert float(jnp.min(images)) >= -1.0 and float(jnp.max(images)) <= 1.0
