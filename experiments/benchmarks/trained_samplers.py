@@ -38,6 +38,7 @@ is skipped).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -481,11 +482,22 @@ def _summary(rows):
   return out
 
 
+def _space_of(workdir: str) -> str:
+  """"latent" for a run on autoencoder latents (its config.data.autoencoder_workdir), else
+  "pixel": the model column of the tables."""
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      data = json.load(f).get("data", {})
+  except (OSError, ValueError):
+    return "pixel"
+  return "latent" if data.get("autoencoder_workdir") else "pixel"
+
+
 def run(config) -> dict:
   """The benchmark (module docstring); returns dict(title, columns, rows, summary, models, notes)."""
   check_config(config)
   log = print if config.get("verbose", True) else (lambda *_: None)
-  models = [("pixel", config.workdir)]
+  models = [(_space_of(config.workdir), config.workdir)]
   if config.latent_workdir:
     models.append(("latent", config.latent_workdir))
   rows, infos, notes = [], [], []
