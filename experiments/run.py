@@ -169,7 +169,8 @@ def sample(run: Run, params, n: int, request: SampleRequest | None = None, *,
   request = SampleRequest.of(request, **fields)
   key = jax.random.fold_in(run.keys_of(replica)["sample"], seed_offset)
   x, stats = run.family.sample(params, key, int(n), request)
-  if hasattr(run.dataset, "decode"):   # latent data (experiments/latent.py): decoded images
+  if getattr(run.dataset, "modality", None) == "latents":   # experiments/latent.py: images
+    # (a text set's `decode` turns tokens into strings: the AR family does that itself)
     x = run.dataset.decode(x)
   return x, stats
 
