@@ -66,7 +66,7 @@ def image_metrics(key: jax.Array, samples: jax.Array, dataset, labels=None) -> d
 def pixel_dataset(dataset):
   """The set samples are scored against: a latent set's pixels (run.sample decodes the
   latents, experiments/latent.py), else the dataset itself."""
-  return getattr(dataset, "pixels", None) or dataset
+  return dataset.pixels if getattr(dataset, "modality", None) == "latents" else dataset
 
 
 def modality_of(dataset) -> str | None:

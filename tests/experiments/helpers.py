@@ -26,6 +26,14 @@ def tiny_config(**train):
   return c
 
 
+def quiet(config):
+  """A runlocal config for in-process tests: no progress bar, synchronous checkpoints, 1 device."""
+  config.log.progress = False
+  config.train.async_checkpoint = False
+  config.train.num_devices = 1
+  return config
+
+
 def launch(module: str, *args: str, timeout: float = 300, env=None, wait=True):
   """Run `python -m module args` from the repo root (1 CPU device unless env says otherwise)."""
   cmd = [sys.executable, "-m", module, *args]

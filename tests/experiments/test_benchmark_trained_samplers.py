@@ -23,17 +23,14 @@ from configs import bench_trained_samplers, ddpm_digits
 from experiments import checkpoint, configuration, sampling
 from experiments import run as run_lib
 from experiments.benchmarks import trained_samplers
-from tests.experiments.helpers import launch
+from tests.experiments.helpers import launch, quiet
 
 HAS_DIFFUSERS = (importlib.util.find_spec("torch") is not None
                  and importlib.util.find_spec("diffusers") is not None)
 
 
 def _runlocal_config():
-  config = ddpm_digits.get_config("runlocal=true,cond=true")
-  config.train.async_checkpoint = False
-  config.train.num_devices = 1
-  return config
+  return quiet(ddpm_digits.get_config("runlocal=true,cond=true"))
 
 
 @pytest.fixture(scope="module")

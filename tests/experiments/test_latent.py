@@ -15,21 +15,15 @@ from experiments import configuration, families, latent, sampling, trainer
 from experiments.data import dataset_info, make_dataset
 from experiments.families.protocol import SampleRequest
 from research.losses import autoencoder as ae_loss
+from tests.experiments.helpers import quiet
 
 AE_STEPS = 6
-
-
-def _quiet(c):
-  c.log.progress = False
-  c.train.async_checkpoint = False
-  c.train.num_devices = 1
-  return c
 
 
 @pytest.fixture(scope="module")
 def ae_workdir(tmp_path_factory):
   """A tiny runlocal autoencoder (6 steps, checkpoints at 3 and 6, every train image sets s)."""
-  c = _quiet(autoencoder_digits.get_config("runlocal=true"))
+  c = quiet(autoencoder_digits.get_config("runlocal=true"))
   c.train.update(num_steps=AE_STEPS, checkpoint_every=3, log_every=3)
   c.autoencoder.scale_images = 0
   c.eval.num_samples = 16
@@ -161,7 +155,7 @@ def test_unconditional_latent_model_refuses_guidance_and_clipping(ae_workdir):
 @pytest.mark.slow
 def test_runlocal_class_conditional_latent_diffusion_scores_decoded_digits(ae_workdir, tmp_path):
   workdir, _ = ae_workdir
-  c = _quiet(ldm_digits.get_config(f"ae={workdir},cond=true,guidance=2.0,runlocal=true"))
+  c = quiet(ldm_digits.get_config(f"ae={workdir},cond=true,guidance=2.0,runlocal=true"))
   c.eval.num_samples = 20
   summary = trainer.train_and_evaluate(c, str(tmp_path / "ldm"))
   assert summary["status"] == "done"
