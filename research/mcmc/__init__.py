@@ -8,7 +8,9 @@ tunes step size and mass matrix (Stan's windows); diagnostics ``rhat``, ``ess_bu
 
 from research.mcmc.base import Info, Kernel, State
 from research.mcmc.chains import run_chains
+from research.mcmc.hmc import hmc
 from research.mcmc.mala import mala
+from research.mcmc.nuts import nuts
 from research.mcmc.rwm import rwm
 
-__all__ = ["Info", "Kernel", "State", "run_chains", "mala", "rwm"]
+__all__ = ["Info", "Kernel", "State", "run_chains", "mala", "rwm", "hmc", "nuts"]
