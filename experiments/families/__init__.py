@@ -21,6 +21,7 @@ _FAMILIES = {
     "flow": "experiments.families.normalizing_flow:NormalizingFlow",
     "lcm": "experiments.families.lcm:LCM",
     "autoencoder": "experiments.families.autoencoder:AutoEncoder",
+    "ebm": "experiments.families.ebm:EBM",
 }
 
 
