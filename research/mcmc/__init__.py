@@ -6,11 +6,14 @@ tunes step size and mass matrix (Stan's windows); diagnostics ``rhat``, ``ess_bu
 ``ess_tail``, ``ess_mean``, ``mcse``.
 """
 
+from research.mcmc.adaptation import AdaptationResult, window_adaptation
 from research.mcmc.base import Info, Kernel, State
 from research.mcmc.chains import run_chains
+from research.mcmc.diagnostics import ess_bulk, ess_mean, ess_tail, mcse, rhat
 from research.mcmc.hmc import hmc
 from research.mcmc.mala import mala
 from research.mcmc.nuts import nuts
 from research.mcmc.rwm import rwm
 
-__all__ = ["Info", "Kernel", "State", "run_chains", "mala", "rwm", "hmc", "nuts"]
+__all__ = ["Info", "Kernel", "State", "rwm", "mala", "hmc", "nuts", "run_chains",
+           "window_adaptation", "AdaptationResult", "rhat", "ess_bulk", "ess_tail", "ess_mean", "mcse"]
