@@ -69,8 +69,9 @@ from flax import nnx
 
 from experiments import validation as check
 from experiments.data import dataset_info
-from experiments.families.protocol import (NO_PROMPT, Phase, SampleRequest, as_request, refuse,
-                                           refuse_given, request_options, sampler_spec)
+from experiments.families.protocol import (NO_PROMPT, Phase, SampleRequest, as_request,
+                                           refuse_given, request_options, sampler_options,
+                                           sampler_spec)
 from research import registry
 from research.data import gmm_entropy, toy
 from research.losses import ebm as ebm_lib
@@ -114,14 +115,6 @@ def _sampler_registry() -> registry.Registry:
 SAMPLERS = _sampler_registry()
 
 
-def _mcmc_available() -> bool:
-  try:
-    from research import mcmc
-    return hasattr(mcmc, "mala")
-  except ImportError:
-    return False
-
-
 class EBM:
   """Energy-based model family: init / phases / loss / after_step / sample / evaluate / figures."""
   name = "ebm"
@@ -135,9 +128,6 @@ class EBM:
     buffer_size = check.positive_int(e.get("buffer_size"), "config.ebm.buffer_size")
     check.number_in(e.get("reinit_prob"), "config.ebm.reinit_prob", 0.0, 1.0)
     sampler = check.choice(e.get("sampler"), TRAIN_SAMPLERS, "config.ebm.sampler")
-    if sampler == "mala" and not _mcmc_available():
-      raise ValueError("config.ebm.sampler='mala' needs research.mcmc.mala, which is not "
-                       "available in this checkout")
     check.positive_int(e.get("num_steps"), "config.ebm.num_steps")
     check.positive_number(e.get("step_size"), "config.ebm.step_size")
     check.non_negative_number(e.get("noise_scale"), "config.ebm.noise_scale")
@@ -167,17 +157,7 @@ class EBM:
     s = check.require(config, "sample")
     sampler_spec(SAMPLERS.spec, s.get("sampler"), "config.sample.sampler")
     check.positive_int(s.get("num_steps"), "config.sample.num_steps")
-    EBM._check_sampler_options(SAMPLERS.spec(s.sampler),
-                               s.get("options", ""), "config.sample.options")
-
-  @staticmethod
-  def _check_sampler_options(spec, options, field):
-    from experiments.families.protocol import sampler_options
-    parsed = sampler_options(spec, options, field)
-    if spec.name == "mala" and not _mcmc_available():
-      raise ValueError(f"{field}: the mala sampler needs research.mcmc.mala, which is not "
-                       f"available in this checkout")
-    return parsed
+    sampler_options(SAMPLERS.spec(s.sampler), s.get("options", ""), "config.sample.options")
 
   def __init__(self, config, dataset):
     self.config = config
@@ -267,8 +247,6 @@ class EBM:
     refuse_given(self.name, request, REFUSED)
     spec = sampler_spec(SAMPLERS.spec, request.sampler or self.config.sample.sampler,
                         "SampleRequest.sampler")
-    if spec.name == "mala" and not _mcmc_available():
-      refuse(self.name, "sampler", "mala", "research.mcmc.mala is not available in this checkout")
     options = request_options(spec, request, self.config)
     num_steps = int(request.num_steps or self.config.sample.num_steps)
     return spec, num_steps, options

@@ -46,6 +46,8 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from research import mcmc   # the one MALA kernel of the project
+
 __all__ = ["cd_loss", "langevin_chain", "mala_chain", "uniform_init", "replay_draw",
            "replay_write", "grid_log_partition"]
 
@@ -159,31 +161,33 @@ def mala_chain(key: jax.Array, energy_fn: Callable, x0: jax.Array, num_steps: in
                step_size: float):
   """num_steps of MALA on exp(-E) from x0 (B, *event), one chain per example; returns (x, info).
 
-  Proposal x' = x - (step_size / 2) grad E(x) + sqrt(step_size) z, accepted with the
+  Proposal x' = x - (step_size / 2) grad E(x) + sqrt(step_size) z (the Langevin step of
+  `langevin_chain` with noise_scale = sqrt(step_size)), accepted with the
   Metropolis-Hastings probability, which makes exp(-E) exactly invariant (Roberts &
-  Tweedie 1996). The kernel is research.mcmc.mala(logdensity_fn, step_size) with
-  logdensity_fn(x) = -E(x) of one example, vmapped over the batch; the noise of step k,
+  Tweedie 1996). The kernel is research.mcmc.mala(logdensity_fn, eps) with
+  logdensity_fn(x) = -E(x) of one example and eps = step_size / 2 (its proposal is
+  x + eps grad log p + sqrt(2 eps) z), vmapped over the batch; the noise of step k,
   chain b is split(split(key, num_steps)[k], B)[b]. No gradient clipping or clamping:
-  either would break the accept / reject. info: "energy" (num_steps,) batch means of E
-  after each step, "acceptance_rate" (num_steps,) batch means of the kernel's
-  acceptance probability, "final_energy" (B,).
+  either would break the accept / reject. info: "energy" (num_steps,) batch means of
+  E(x_k) at the start of each step, "acceptance_rate" (num_steps,) batch means of the
+  kernel's acceptance probability, "final_energy" (B,).
   """
-  from research import mcmc   # the kernel lives there (one MALA in the project)
   _check_count("num_steps", num_steps, 1)
   _check_real("step_size", step_size, low=0.0, low_open=True)
   x0 = jnp.asarray(x0)
   if x0.ndim < 2:
     raise ValueError(f"x0 must be a batch (B, *event) with at least 2 axes, got shape {x0.shape}")
-  kernel = mcmc.mala(lambda x: -energy_fn(x[None])[0], step_size)
+  kernel = mcmc.mala(lambda x: -energy_fn(x[None])[0], 0.5 * step_size)
   state = jax.vmap(kernel.init)(x0)
 
   def step(state, k):
+    energy = -jnp.mean(state.logdensity)
     state, info = jax.vmap(kernel.step)(jax.random.split(k, x0.shape[0]), state)
-    return state, (jnp.mean(energy_fn(state.position)), jnp.mean(info.acceptance_rate))
+    return state, (energy, jnp.mean(info.acceptance_rate))
 
   state, (energy, acceptance) = jax.lax.scan(step, state, jax.random.split(key, num_steps))
-  x = state.position
-  return x, {"energy": energy, "acceptance_rate": acceptance, "final_energy": energy_fn(x)}
+  return state.position, {"energy": energy, "acceptance_rate": acceptance,
+                          "final_energy": -state.logdensity}
 
 
 # -- the replay buffer ---------------------------------------------------------------
