@@ -18,7 +18,7 @@ import ml_collections
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, dataset="moons", alpha=0.1, chain_steps=60, step_size=0.01, noise=-1.0,
-                reinit=0.05, buffer=10000, sampler="langevin", sample_steps=500, hidden=128,
+                reinit=0.05, buffer=10000, sampler="langevin", sample_steps=2000, hidden=128,
                 lr=1e-3, steps=3000, batch=256, runlocal=False)
   c = base_config("ebm", a.dataset)
   c.model = ml_collections.ConfigDict({"hidden": (a.hidden,) * 3, "activation": "silu"})

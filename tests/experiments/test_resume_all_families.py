@@ -16,6 +16,7 @@ CONFIGS = [
     ("consistency_toy", "runlocal=true,mode=ct"),
     ("ar_digits", "runlocal=true,cond=true"),
     ("flow_digits", "runlocal=true"),
+    ("ebm_toy", "runlocal=true"),
 ]
 
 
