@@ -10,14 +10,14 @@ to an uninterrupted one.
 from __future__ import annotations
 
 import os
-import signal
-import threading
 
 import jax
 from absl import logging
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as keep_lib
 from orbax.checkpoint.checkpoint_managers import save_decision_policy as save_lib
+
+from experiments import distributed
 
 
 def make_manager(workdir: str, *, every: int, keep: int = 3, keep_every: int = 0,
@@ -111,19 +111,26 @@ def restore_latest_good(make_manager_fn, abstract_state, *, host_data: bool = Fa
     try:
       state, _ = restore(manager, abstract_state, step)
       data_state = restore_data_state(manager, step) if host_data else None
-      for old, reason, moved in skipped:
-        logging.warning("checkpoint step %d could not be restored (%s); moved aside to %s; "
-                        "resumed from step %d", old, reason, moved, step)
-      return manager, state, data_state, skipped
+      reason = None
     except Exception as e:  # orbax raises many types for damaged files  # noqa: BLE001
       reason = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
-      directory = str(manager.directory)
-      manager.close()
+    # Every process restored its part, or all of them move on to the next older step.
+    if distributed.all_ok(reason is None):
+      for old, why, moved in skipped:
+        logging.warning("checkpoint step %d could not be restored (%s); moved aside to %s; "
+                        "resumed from step %d", old, why, moved, step)
+      return manager, state, data_state, skipped
+    reason = reason or "another process could not restore its part"
+    directory = str(manager.directory)
+    manager.close()
+    moved = os.path.join(directory, f"{CORRUPT_PREFIX}{step}")
+    if distributed.is_primary():
       moved = move_aside(directory, step)
-      logging.warning("checkpoint step %d could not be restored (%s); moved aside to %s",
-                      step, reason, moved)
-      skipped.append((step, reason, moved))
-      manager = make_manager_fn()
+    distributed.barrier(f"checkpoint_moved_aside_{step}")
+    logging.warning("checkpoint step %d could not be restored (%s); moved aside to %s",
+                    step, reason, moved)
+    skipped.append((step, reason, moved))
+    manager = make_manager_fn()
   if skipped:
     manager.close()
     steps = ", ".join(str(s) for s, _, _ in skipped)
@@ -132,26 +139,3 @@ def restore_latest_good(make_manager_fn, abstract_state, *, host_data: bool = Fa
         f"{CORRUPT_PREFIX}<step>: {skipped[0][1]}); refusing to start from step 0 over them: "
         f"relaunch with --reset to start over")
   return manager, None, None, skipped
-
-
-class PreemptionFlag:
-  """Set by SIGTERM (and SIGINT if asked); the train loop saves and exits cleanly."""
-
-  def __init__(self, signals=(signal.SIGTERM,)):
-    self._event = threading.Event()
-    self._previous = {}
-    if threading.current_thread() is threading.main_thread():
-      for sig in signals:
-        self._previous[sig] = signal.signal(sig, self._handler)
-
-  def _handler(self, signum, frame):
-    del signum, frame
-    self._event.set()
-
-  def __bool__(self) -> bool:
-    return self._event.is_set()
-
-  def restore_handlers(self) -> None:
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-    self._previous = {}

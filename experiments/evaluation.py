@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import distributed
 from experiments import run as run_lib
 from experiments.families.protocol import SampleRequest
 from research.metrics import distances
@@ -168,6 +169,9 @@ def evaluate(run, state_or_params, request: SampleRequest | None = None, *,
     params, step = state_or_params, 0 if step is None else step
   request = SampleRequest.of(request)
   run.family.check_request(request, run.config.eval.num_samples)
+  # Multi-process: every process evaluates the same local copy (identical results);
+  # process 0 writes them.
+  params = distributed.host_local(params)
   per_replica = [
       evaluate_params(run, run_lib.replica_params(run, params, i), request, replica=i, step=step,
                       workdir=workdir, plot=plot and i == 0)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from experiments import checkpoint, configuration, evaluation
+from experiments import checkpoint, configuration, distributed, evaluation
 from experiments import run as run_lib
 from experiments import workdir as workdir_lib
 from experiments.families.protocol import SampleRequest
@@ -117,20 +117,23 @@ def sample_to_file(job: Job | str, out: str, *, num_samples: int, seed: int = 0,
   elif request_fields:
     raise ValueError(f"request fields {sorted(request_fields)} go into prepare(), not with a Job")
   t0 = time.perf_counter()
-  params = run_lib.replica_params(job.run, job.state["ema_params"], job.replica)
+  params = distributed.host_local(
+      run_lib.replica_params(job.run, job.state["ema_params"], job.replica))
   x, stats = run_lib.sample(job.run, params, num_samples, job.request, seed_offset=seed,
                             replica=job.replica)
   x = np.asarray(jax.block_until_ready(x))
   seconds = time.perf_counter() - t0
   path = os.path.abspath(out if out.endswith(".npy") else out + ".npy")  # np.save's rule
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  np.save(path, x)
+  if distributed.is_primary():   # every process drew the same samples
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.save(path, x)
   info = {"out": path, "shape": list(x.shape), "step": job.step, "seconds": seconds,
           **{k: np.asarray(v).tolist() for k, v in stats.items()}}
   if getattr(job.run.family, "kind", None) == "text":   # the samples as text, one per line
     texts = job.run.family.to_text(x)
     text_path = path[:-len(".npy")] + ".txt"
-    workdir_lib.atomic_write_text(text_path, "\n".join(texts) + "\n")
+    if distributed.is_primary():
+      workdir_lib.atomic_write_text(text_path, "\n".join(texts) + "\n")
     info.update(text_out=text_path, text=texts[:10])
   return info
 
@@ -160,7 +163,7 @@ def evaluate_to_file(job: Job, *, num_samples: int | None = None) -> dict:
   summary = evaluation.evaluate(run, job.state, job.request)
   summary["options"] = {k: v for k, v in dict(job.request.given()).items() if k != "labels"}
   path = os.path.join(job.workdir, eval_filename(run, job.request))
-  if jax.process_index() == 0:
+  if distributed.is_primary():
     workdir_lib.atomic_write_json(path, summary, default=_plain)
   return {"out": path, **summary}
 

@@ -8,11 +8,16 @@ complete checkpoint. Keys derive from (seed, step) -- data, noise and sampling
 batch (and so every loss) does not depend on the number of devices. The run
 itself (dataset, family, optimizers, state layout, keys) is built by
 experiments/run.py; the final evaluation is experiments/evaluation.py.
+
+Several processes (jax.distributed, experiments/distributed.py) run this same loop on
+one mesh over all their devices: process 0 holds the workdir lock and writes logs,
+metrics, figures and progress; every process writes its part of each checkpoint; a
+SIGTERM to any of them stops all of them at the same step.
 """
 
 from __future__ import annotations
 
-import signal
+import contextlib
 import time
 
 import jax
@@ -20,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import checkpoint, configuration, evaluation, logs, optim
+from experiments import checkpoint, configuration, distributed, evaluation, logs, optim
 from experiments import workdir as workdir_lib
 from experiments import sharding as sharding_lib
 # The run's pieces live in experiments/run.py; these names stay importable from here.
@@ -206,11 +211,35 @@ def train_and_evaluate(config, workdir: str, *, reset: bool = False) -> dict:
   """
   run = build(config)  # raises ValueError on a bad config before anything compiles
   workdir_lib.check_usable(workdir)
-  with workdir_lib.WorkdirLock(workdir):
-    if reset:
-      workdir_lib.reset(workdir)
-    changes = workdir_lib.check_config_drift(workdir, configuration.as_dict(config))
+  with _guard_workdir(config, workdir, reset) as changes:
     return _train_locked(run, config, workdir, changes)
+
+
+@contextlib.contextmanager
+def _guard_workdir(config, workdir: str, reset: bool):
+  """Process 0 takes the workdir lock, resets and checks config drift; every process
+  learns whether that worked before any of them touches the workdir (all of them stop
+  if it did not: process 0 with the reason, the others pointing at it)."""
+  lock, changes, error = workdir_lib.WorkdirLock(workdir), {}, None
+  if distributed.is_primary():
+    try:
+      lock.acquire()
+      if reset:
+        workdir_lib.reset(workdir)
+      changes = workdir_lib.check_config_drift(workdir, configuration.as_dict(config))
+    except BaseException as e:
+      error = e
+  ok = distributed.all_ok(error is None)
+  try:
+    if error is not None:
+      raise error
+    if not ok:
+      raise workdir_lib.WorkdirError(f"process 0 refused the workdir {workdir} (its error "
+                                     f"says why); nothing was written")
+    yield changes
+  finally:
+    if distributed.is_primary():
+      lock.release()
 
 
 def _train_locked(run: Run, config, workdir: str, changes: dict) -> dict:
@@ -218,7 +247,7 @@ def _train_locked(run: Run, config, workdir: str, changes: dict) -> dict:
   make_manager = lambda: checkpoint.make_manager(  # noqa: E731
       workdir, every=tc.checkpoint_every, keep=tc.get("keep", 3),
       keep_every=tc.get("keep_every", 0), async_save=tc.get("async_checkpoint", True))
-  preempted = checkpoint.PreemptionFlag(signals=(signal.SIGTERM, signal.SIGINT))
+  preempted = distributed.Preemption()
   manager, data, writer = None, None, None
   try:
     manager, state, resumed, data_state = restore_or_init(run, make_manager)
@@ -244,6 +273,7 @@ def _train_locked(run: Run, config, workdir: str, changes: dict) -> dict:
                  num_devices=int(run.mesh.devices.size))
     progress = logs.Progress(step, tc.num_steps, enabled=config.get("log", {}).get("progress", True))
     pending, t_window, s_window = [], time.perf_counter(), step
+    sync_each_step = distributed.sync_each_step()
     last_saved = manager.latest_step()
 
     def save(force):
@@ -251,7 +281,7 @@ def _train_locked(run: Run, config, workdir: str, changes: dict) -> dict:
                       data_state=None if data is None else data.get_state())
 
     while step < tc.num_steps:
-      if preempted:
+      if preempted.reached(step):
         _check_finite(state, manager)
         if last_saved != step:
           save(force=True)
@@ -264,6 +294,8 @@ def _train_locked(run: Run, config, workdir: str, changes: dict) -> dict:
       else:
         state, metrics = train_step(state, run.keys["train"], global_batches(run, next(data)))
       step += 1
+      if sync_each_step:
+        jax.block_until_ready(metrics)
       pending.append(metrics)
       if step % tc.log_every == 0 or step == tc.num_steps:
         window = jax.device_get(pending)
@@ -280,9 +312,10 @@ def _train_locked(run: Run, config, workdir: str, changes: dict) -> dict:
         save(force=step == tc.num_steps)
         last_saved = step
       if tc.get("plot_every", 0) and step % tc.plot_every == 0 and step < tc.num_steps:
-        params = replica_params(run, state["ema_params"], 0)
-        evaluation.plot_samples(run, workdir, sample(run, params, run.config.eval.plot_samples)[0],
-                                step)
+        params = distributed.host_local(replica_params(run, state["ema_params"], 0))
+        if distributed.is_primary():
+          evaluation.plot_samples(run, workdir,
+                                  sample(run, params, run.config.eval.plot_samples)[0], step)
     manager.wait_until_finished()
     progress.close()
     _check_finite(state, manager)

@@ -13,8 +13,8 @@ corrupting it:
   new one, never half of one.
 * `config_drift` / `check_config_drift`: on a relaunch the new config is compared
   with the stored config.json field by field. Fields in `RESUMABLE` (run length,
-  logging, evaluation, sampling and checkpoint cadence, progress display) may
-  change and are recorded in the append-only WORKDIR/config_history.jsonl; any
+  logging, evaluation, sampling and checkpoint cadence, progress display, the
+  layout over devices) may change and are recorded in the append-only WORKDIR/config_history.jsonl; any
   other difference (data, model, family, optimiser, seed, ...) raises
   `ConfigDriftError` listing every differing field, before anything is written.
 """
@@ -32,6 +32,9 @@ import time
 RESUMABLE = (
     "train.num_steps", "train.log_every", "train.checkpoint_every", "train.plot_every",
     "train.keep", "train.keep_every", "train.async_checkpoint",
+    # the layout over devices: the global batch and every loss do not depend on it, and
+    # orbax restores a checkpoint onto any mesh (resume on another topology)
+    "train.num_devices", "train.param_sharding",
     "eval.", "sample.", "log.",
 )
 LOCK_FILE = ".lock"

@@ -143,3 +143,36 @@ def request_from_flags(num_samples: int):
   return SampleRequest(sampler=fl.sampler, num_steps=fl.num_steps,
                        options=parse_options(fl.options), labels=labels,
                        guidance_scale=fl.guidance_scale, clip_x0=fl.clip_x0, prompt=fl.prompt)
+
+
+def define_distributed_flags() -> None:
+  """The flags of a multi-process job (launch.train / launch.sample / launch.evaluate)."""
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordination "
+                      "service (a multi-process job; with --num_processes and --process_id).")
+  flags.DEFINE_integer("num_processes", None, "Processes in the job (multi-process runs).")
+  flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
+  flags.DEFINE_bool("distributed", False, "Multi-process run: with no --coordinator_address, "
+                    "JAX detects the cluster (SLURM, Cloud TPU, Open MPI, JAX_* variables).")
+  flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for every process to "
+                       "reach the coordinator before giving up with an error.")
+  flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds after which the other processes of a "
+                       "job stop when one of them died.")
+
+
+def initialize_distributed() -> bool:
+  """jax.distributed.initialize from the flags (before any JAX computation); whether it ran.
+
+  A bad value (a process id outside [0, num_processes), an address that is not
+  host:port) is a UserError; a coordinator that does not answer within
+  --initialization_timeout ends the process with one `error:` line naming the address.
+  """
+  fl = flags.FLAGS
+  given = (fl.coordinator_address, fl.num_processes, fl.process_id)
+  if not fl.distributed and all(v is None for v in given):
+    return False
+  from experiments import distributed
+  with user_errors():
+    distributed.initialize(*given, initialization_timeout=fl.initialization_timeout,
+                           heartbeat_timeout=fl.heartbeat_timeout)
+  return True
+

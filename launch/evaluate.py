@@ -19,6 +19,7 @@ from launch import common
 flags.DEFINE_string("workdir", None, "A training workdir (holds config.json and checkpoints/).")
 flags.DEFINE_integer("num_samples", None, "Number of samples (default: config.eval.num_samples).")
 common.define_request_flags()
+common.define_distributed_flags()
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -26,6 +27,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   common.quiet_logging()
+  common.initialize_distributed()   # multi-process jobs: every process samples, process 0 writes
   from experiments import sampling
   with common.user_errors():
     if FLAGS.num_samples is not None and FLAGS.num_samples < 1:

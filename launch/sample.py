@@ -23,6 +23,7 @@ flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_string("out", None, "Output .npy file.")
 flags.DEFINE_integer("replica", 0, "Which replica of a num_seeds run to sample.")
 common.define_request_flags()
+common.define_distributed_flags()
 flags.mark_flags_as_required(["workdir", "out"])
 FLAGS = flags.FLAGS
 
@@ -30,6 +31,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   common.quiet_logging()
+  common.initialize_distributed()   # multi-process jobs: every process samples, process 0 writes
   from experiments import sampling
   with common.user_errors():
     if FLAGS.num_samples < 1:
