@@ -80,7 +80,7 @@ def check_positive_int(fn: str, name: str, value, minimum: int = 1):
   return int(value)
 
 
-def check_inverse_mass_matrix(fn: str, inverse_mass_matrix):
+def check_inverse_mass_matrix(fn: str, inverse_mass_matrix, name: str = "inverse_mass_matrix"):
   """The matrix as a float array after shape and (when concrete) positive-definiteness checks.
 
   None means the identity. 1-D: the diagonal, every entry finite and > 0. 2-D: a
@@ -92,28 +92,29 @@ def check_inverse_mass_matrix(fn: str, inverse_mass_matrix):
   if not jnp.issubdtype(m.dtype, jnp.floating):
     m = m.astype(jnp.float32)
   if m.ndim not in (1, 2) or (m.ndim == 2 and m.shape[0] != m.shape[1]) or m.shape[0] == 0:
-    raise ValueError(f"{fn}: inverse_mass_matrix must be a non-empty 1-D diagonal or a square "
+    raise ValueError(f"{fn}: {name} must be a non-empty 1-D diagonal or a square "
                      f"2-D matrix, got shape {m.shape}")
   if is_concrete(m):
     a = np.asarray(m, np.float64)
     if not np.all(np.isfinite(a)):
-      raise ValueError(f"{fn}: inverse_mass_matrix must be finite")
+      raise ValueError(f"{fn}: {name} must be finite")
     if a.ndim == 1:
       if not np.all(a > 0):
-        raise ValueError(f"{fn}: inverse_mass_matrix (diagonal) must be > 0, got min {a.min()}")
+        raise ValueError(f"{fn}: {name} (diagonal) must be > 0, got min {a.min()}")
     else:
       if not np.allclose(a, a.T, rtol=1e-5, atol=1e-8 * max(1.0, np.abs(a).max())):
-        raise ValueError(f"{fn}: inverse_mass_matrix must be symmetric")
+        raise ValueError(f"{fn}: {name} must be symmetric")
       if np.linalg.eigvalsh(a).min() <= 0:
-        raise ValueError(f"{fn}: inverse_mass_matrix must be positive definite, got smallest "
+        raise ValueError(f"{fn}: {name} must be positive definite, got smallest "
                          f"eigenvalue {np.linalg.eigvalsh(a).min():.3g}")
   return m
 
 
-def check_matrix_size(fn: str, inverse_mass_matrix, dim: int):
-  """ValueError naming inverse_mass_matrix when its size is not the flattened position's."""
+def check_matrix_size(fn: str, inverse_mass_matrix, dim: int,
+                      name: str = "inverse_mass_matrix"):
+  """ValueError naming the matrix when its size is not the flattened position's."""
   if inverse_mass_matrix is not None and inverse_mass_matrix.shape[0] != dim:
-    raise ValueError(f"{fn}: inverse_mass_matrix has shape {inverse_mass_matrix.shape} but the "
+    raise ValueError(f"{fn}: {name} has shape {inverse_mass_matrix.shape} but the "
                      f"position has {dim} entries (flattened)")
 
 

@@ -23,18 +23,18 @@ def rwm(logdensity_fn, step_size, *, proposal_covariance=None) -> base.Kernel:
   proposal_covariance: C, None (identity), a 1-D diagonal or a 2-D positive-definite matrix.
   """
   base.check_step_size("rwm", step_size)
-  cov = base.check_inverse_mass_matrix("rwm", proposal_covariance)
+  cov = base.check_inverse_mass_matrix("rwm", proposal_covariance, "proposal_covariance")
 
   def init(position) -> base.State:
     flat, unravel = base.ravel(position)
-    base.check_matrix_size("rwm", cov, flat.shape[0])
+    base.check_matrix_size("rwm", cov, flat.shape[0], "proposal_covariance")
     logdensity = base.flat_logdensity(logdensity_fn, unravel)(flat)
     base.check_initial_logdensity("rwm", logdensity)
     return base.State(position, logdensity, None)
 
   def step(key, state: base.State):
     flat, unravel = base.ravel(state.position)
-    base.check_matrix_size("rwm", cov, flat.shape[0])
+    base.check_matrix_size("rwm", cov, flat.shape[0], "proposal_covariance")
     key_noise, key_accept = jax.random.split(key)
     noise = base.metric(cov, flat.shape[0], flat.dtype).sample_noise(key_noise)
     proposal = flat + jnp.asarray(step_size, flat.dtype) * noise

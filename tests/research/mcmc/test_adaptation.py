@@ -102,10 +102,10 @@ def test_mala_step_size_reaches_its_target_acceptance():
   def logdensity(x):
     return -0.5 * jnp.sum(x ** 2 / jnp.arange(1.0, 11.0))
 
-  result = mcmc.window_adaptation(jax.random.key(4), logdensity, jnp.zeros((8, 10)), 400,
+  result = mcmc.window_adaptation(jax.random.key(4), logdensity, jnp.zeros((8, 10)), 300,
                                   algorithm="mala")
   kernel = mcmc.mala(logdensity, **result.parameters)
-  _, info = mcmc.run_chains(jax.random.key(5), kernel, result.positions, 300)
+  _, info = mcmc.run_chains(jax.random.key(5), kernel, result.positions, 200)
   assert abs(float(info.acceptance_rate.mean()) - 0.574) < 0.08
 
 

@@ -50,7 +50,7 @@ def test_correlated_gaussian_means_within_three_mcse(name):
   assert 0.1 < float(info.acceptance_rate.mean()) <= 1.0
 
 
-@pytest.mark.parametrize("name", ["mala", "nuts"])
+@pytest.mark.parametrize("name", ["mala", pytest.param("nuts", marks=pytest.mark.slow)])
 def test_standard_normal_mean_and_variance(name):
   kernel = KERNELS[name](std_normal)
   samples, _ = mcmc.run_chains(jax.random.key(2), kernel, jnp.zeros((4, 3)), 1500,
@@ -218,8 +218,9 @@ def test_jit_and_vmap_agree_with_the_plain_step(name):
     jitted, info = step(keys[c], state)
     np.testing.assert_allclose(jitted.position, batched.position[c], rtol=1e-5, atol=1e-5)
     assert int(info.num_grad_evals) == int(batched_info.num_grad_evals[c])
-  plain, _ = kernel.step(keys[0], kernel.init(positions[0]))
-  np.testing.assert_allclose(plain.position, batched.position[0], rtol=1e-5, atol=1e-5)
+  if name != "nuts":   # NUTS's plain (un-jitted) while_loops compile as slowly as jit
+    plain, _ = kernel.step(keys[0], kernel.init(positions[0]))
+    np.testing.assert_allclose(plain.position, batched.position[0], rtol=1e-5, atol=1e-5)
 
 
 def test_run_chains_thin_and_warmup_follow_one_chain():
@@ -246,7 +247,7 @@ def test_dense_and_diagonal_metrics():
                  mcmc.mala(correlated_logdensity, 0.5, inverse_mass_matrix=dense),
                  mcmc.rwm(correlated_logdensity, 1.5, proposal_covariance=diagonal)]:
     if True:
-      samples, _ = mcmc.run_chains(jax.random.key(11), kernel, jnp.tile(LOC, (4, 1)), 1500)
+      samples, _ = mcmc.run_chains(jax.random.key(11), kernel, jnp.tile(LOC, (4, 1)), 1000)
       samples = np.asarray(samples)
       z = np.abs(samples.mean((0, 1)) - LOC) / mcmc.mcse(samples)
       assert np.all(z < 3.5), z
