@@ -115,12 +115,14 @@ def multi_process() -> bool:
 def sync_each_step() -> bool:
   """Whether a training loop must wait for each step before dispatching the next.
 
-  Several processes on CPU devices (gloo collectives): XLA:CPU can deadlock when
-  steps with cross-process all-reduces are in flight back to back (seen with jaxlib
-  0.10: one device of a process never enters the all-reduce the others wait in).
-  Waiting for each step costs little on CPU. GPU and TPU runs keep async dispatch.
+  CPU devices with collectives (several CPU devices, in one process or several): XLA:CPU
+  can deadlock when steps with all-reduces are in flight back to back (seen with jaxlib
+  0.10 under load: one device never joins the all-reduce the others wait in; in one
+  process XLA aborts after its 40 s rendezvous timeout, across processes gloo waits
+  forever). Waiting for each step costs little on CPU. GPU and TPU runs, and one CPU
+  device, keep asynchronous dispatch.
   """
-  return multi_process() and jax.devices()[0].platform == "cpu"
+  return jax.device_count() > 1 and jax.devices()[0].platform == "cpu"
 
 
 def all_ok(flag: bool) -> bool:

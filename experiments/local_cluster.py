@@ -75,7 +75,9 @@ def start(argv: list[str], *, num_processes: int = 2, devices_per_process: int =
           extra_flags: tuple[str, ...] = ()) -> LocalJob:
   """Start `python <argv> --coordinator_address=... --num_processes=N --process_id=i` N times.
 
-  stdout and stderr of process i go to LOG_DIR/process_<i>.log.
+  With num_processes=1 the command runs alone, without the coordinator flags (a plain
+  single-process run on `devices_per_process` CPU devices). stdout and stderr of
+  process i go to LOG_DIR/process_<i>.log.
   """
   if num_processes < 1 or devices_per_process < 1:
     raise ValueError(f"num_processes and devices_per_process must be >= 1, got "
@@ -87,8 +89,9 @@ def start(argv: list[str], *, num_processes: int = 2, devices_per_process: int =
   for i in range(num_processes):
     path = os.path.join(log_dir, f"process_{i}.log")
     with open(path, "w") as log:
-      cmd = [sys.executable, *argv, f"--coordinator_address={address}",
-             f"--num_processes={num_processes}", f"--process_id={i}", *extra_flags]
+      job_flags = ([f"--coordinator_address={address}", f"--num_processes={num_processes}",
+                    f"--process_id={i}"] if num_processes > 1 else [])
+      cmd = [sys.executable, *argv, *job_flags, *extra_flags]
       processes.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                         cwd=cwd))
     logs.append(path)

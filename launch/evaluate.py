@@ -8,6 +8,9 @@ and writes DIR/eval_<sampler>_<num_steps>.json (`eval_<sampler>.json` for an ada
 solver, `eval_default.json` for a family without samplers). The training files
 (eval.json, metrics.jsonl, checkpoints) are not touched. A user error prints one
 line `error: ...` and exits with status 2.
+Several processes (--coordinator_address / --num_processes / --process_id or
+--distributed, docs/scaling.md): every process restores and samples the same, process 0
+writes.
 """
 
 import json
@@ -28,7 +31,7 @@ def main(argv):
   del argv
   common.quiet_logging()
   common.initialize_distributed()   # multi-process jobs: every process samples, process 0 writes
-  from experiments import sampling
+  from experiments import distributed, sampling
   with common.user_errors():
     if FLAGS.num_samples is not None and FLAGS.num_samples < 1:
       raise common.UserError(f"--num_samples must be >= 1, got {FLAGS.num_samples}")
@@ -36,7 +39,8 @@ def main(argv):
     n = FLAGS.num_samples or int(job.run.config.eval.num_samples)
     job = sampling.prepare(FLAGS.workdir, common.request_from_flags(n), run=job.run)
   summary = sampling.evaluate_to_file(job, num_samples=FLAGS.num_samples)
-  print(json.dumps(summary, indent=2, default=str))
+  if distributed.is_primary():   # one summary per job
+    print(json.dumps(summary, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ their decoder (--sampler=ancestral|beam) and its controls as options
 written as FILE.txt too, one per line. Every flag is checked,
 and the request against the family and the sampler registry, before anything
 compiles: a user error prints one line `error: ...` and exits with status 2.
+Several processes (--coordinator_address / --num_processes / --process_id or
+--distributed, docs/scaling.md): every process restores and samples the same, process 0
+writes.
 """
 
 import json
@@ -32,14 +35,15 @@ def main(argv):
   del argv
   common.quiet_logging()
   common.initialize_distributed()   # multi-process jobs: every process samples, process 0 writes
-  from experiments import sampling
+  from experiments import distributed, sampling
   with common.user_errors():
     if FLAGS.num_samples < 1:
       raise common.UserError(f"--num_samples must be >= 1, got {FLAGS.num_samples}")
     request = common.request_from_flags(FLAGS.num_samples)
     job = sampling.prepare(FLAGS.workdir, request, replica=FLAGS.replica)
   info = sampling.sample_to_file(job, FLAGS.out, num_samples=FLAGS.num_samples, seed=FLAGS.seed)
-  print(json.dumps(info, indent=2))
+  if distributed.is_primary():   # one summary per job
+    print(json.dumps(info, indent=2))
 
 
 if __name__ == "__main__":
