@@ -17,6 +17,7 @@ def _quick(**overrides):
   return config
 
 
+@pytest.mark.slow   # ~35 s on 2 cores; the config and table tests below stay in the default suite
 def test_quick_mcmc_benchmark():
   config = _quick(targets=("gauss2d",), warmup=30, draws=20)
   assert config.benchmark == "mcmc"

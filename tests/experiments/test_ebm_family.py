@@ -74,6 +74,7 @@ def test_a_train_step_trains_the_energy_and_after_step_rewrites_the_buffer():
   np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
 
+@pytest.mark.slow   # the default suite resumes ebm in tests/experiments/test_resume_all_families.py
 def test_the_buffer_is_checkpointed_and_a_resumed_run_ends_bit_identical(tmp_path, monkeypatch):
   monkeypatch.setattr(evaluation, "evaluate_run",
                       lambda run, workdir, state, compile_s: {"status": "done"})
@@ -181,6 +182,7 @@ def test_an_ema_is_refused_because_the_buffer_is_a_parameter_group():
     trainer.build(c)
 
 
+@pytest.mark.slow   # ~20 s; the toy runlocal test covers the family end to end by default
 def test_digits_runlocal_builds_and_takes_a_step():
   c = _config(ebm_digits)
   run = trainer.build(c)
