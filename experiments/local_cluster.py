@@ -72,12 +72,12 @@ class LocalJob:
 
 def start(argv: list[str], *, num_processes: int = 2, devices_per_process: int = 4,
           log_dir: str, port: int | None = None, cwd: str | None = None,
-          extra_flags: tuple[str, ...] = ()) -> LocalJob:
+          extra_flags: tuple[str, ...] = (), env: dict | None = None) -> LocalJob:
   """Start `python <argv> --coordinator_address=... --num_processes=N --process_id=i` N times.
 
   With num_processes=1 the command runs alone, without the coordinator flags (a plain
   single-process run on `devices_per_process` CPU devices). stdout and stderr of
-  process i go to LOG_DIR/process_<i>.log.
+  process i go to LOG_DIR/process_<i>.log; `env` adds environment variables.
   """
   if num_processes < 1 or devices_per_process < 1:
     raise ValueError(f"num_processes and devices_per_process must be >= 1, got "
@@ -85,7 +85,7 @@ def start(argv: list[str], *, num_processes: int = 2, devices_per_process: int =
   address = f"127.0.0.1:{port or free_port()}"
   os.makedirs(log_dir, exist_ok=True)
   processes, logs = [], []
-  env = process_env(devices_per_process)
+  env = {**process_env(devices_per_process), **(env or {})}
   for i in range(num_processes):
     path = os.path.join(log_dir, f"process_{i}.log")
     with open(path, "w") as log:

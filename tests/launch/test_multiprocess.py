@@ -233,6 +233,34 @@ def test_global_batch_not_divisible_by_all_devices(tmp_path):
   assert line.startswith("error:") and "batch_size=100" in line and "(6)" in line, line
 
 
+@pytest.mark.slow
+def test_host_data_two_processes_match_one_process(tmp_path):
+  """tfds + grain data (mocked in every process by a sitecustomize): each process reads its
+  half of every global batch; the losses equal the 1-process 8-device run's."""
+  site = tmp_path / "site"
+  site.mkdir()
+  (site / "sitecustomize.py").write_text(
+      "import tensorflow_datasets as tfds\n"
+      "_mock = tfds.testing.mock_data(num_examples=64, "
+      "policy=tfds.testing.MockPolicy.USE_CODE)\n"
+      "_mock.__enter__()\n")
+  env = {"PYTHONPATH": os.pathsep.join([str(site), REPO])}
+  argv = ["-m", "launch.train", "--config=configs/cfm_cifar10.py:runlocal=true",
+          "--config.train.num_steps=6", "--config.train.checkpoint_every=3",
+          "--config.eval.num_samples=16"]
+  losses = {}
+  for name, processes, devices in (("two", 2, 4), ("one", 1, 8)):
+    workdir = tmp_path / name
+    job = local_cluster.start([*argv, f"--workdir={workdir}"], num_processes=processes,
+                              devices_per_process=devices, log_dir=str(tmp_path / f"logs_{name}"),
+                              cwd=REPO, env=env)
+    codes = job.wait(timeout=900)
+    assert codes == [0] * processes, _job_failure(job, codes)
+    losses[name] = _losses(str(workdir))
+    assert _checkpoint_steps(str(workdir)) == [3, 6]
+  _assert_losses_close(losses["two"], losses["one"], range(1, 7))
+
+
 def _wait_for_losses(workdir, n, job, timeout=600):
   deadline = time.monotonic() + timeout
   path = os.path.join(workdir, "metrics.jsonl")
