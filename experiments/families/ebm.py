@@ -325,15 +325,8 @@ class EBM:
     axis, grid, _ = self._grid()
     log_p = self.log_density_fn(params)
     model = np.exp(np.asarray(jax.jit(log_p)(jnp.asarray(grid)), np.float64))
-    if self.dataset.name in toy.MIXTURE_NAMES:
-      ref = np.exp(gmm_entropy.log_prob_np(toy.mixture(self.dataset.name), grid.astype(float)))
-    else:
-      pts = np.asarray(jax.jit(self.dataset.sample, static_argnums=1)(jax.random.key(0),
-                                                                      1_000_000))
-      half = (axis[1] - axis[0]) / 2
-      edges = np.linspace(self.low - half, self.high + half, GRID_SIZE + 1)
-      ref, _, _ = np.histogram2d(pts[:, 1], pts[:, 0], bins=(edges, edges), density=True)
-    return model.reshape(GRID_SIZE, GRID_SIZE), np.asarray(ref).reshape(GRID_SIZE, GRID_SIZE)
+    return (model.reshape(GRID_SIZE, GRID_SIZE),
+            toy.reference_density(self.dataset.name, axis))
 
   def evaluate(self, params, key, dataset) -> dict:
     """Chain statistics; on 2-D toys the grid-normalised held-out NLL (+ entropy and KL on

@@ -231,15 +231,7 @@ class NormalizingFlow:
     xx, yy = np.meshgrid(axis, axis)
     grid = np.stack([xx.ravel(), yy.ravel()], -1).astype(np.float32)
     model = np.exp(np.asarray(self._log_prob(params["flow"], jnp.asarray(grid)), np.float64))
-    if self.dataset.name in toy.MIXTURE_NAMES:
-      ref = np.exp(gmm_entropy.log_prob_np(toy.mixture(self.dataset.name), grid.astype(float)))
-    else:
-      pts = np.asarray(jax.jit(self.dataset.sample, static_argnums=1)(jax.random.key(0),
-                                                                      1_000_000))
-      half = (axis[1] - axis[0]) / 2
-      edges = np.linspace(extent[0] - half, extent[1] + half, size + 1)
-      ref, _, _ = np.histogram2d(pts[:, 1], pts[:, 0], bins=(edges, edges), density=True)
-    return model.reshape(size, size), np.asarray(ref).reshape(size, size)
+    return model.reshape(size, size), toy.reference_density(self.dataset.name, axis)
 
   def figures(self, params, key, workdir, step) -> list:
     """Toys: the learned density beside the true one; digits: a grid of samples."""

@@ -202,3 +202,29 @@ def mixture(name: str) -> gmm_lib.GaussianMixture:
   raise ValueError(
       f"name must be a Gaussian-mixture toy set, one of {MIXTURE_NAMES}, got"
       f" {name!r} (it has no analytic mixture).")
+
+
+def reference_density(name: str, axis, *, num_points: int = 1_000_000, key=None) -> np.ndarray:
+  """The true density of toy `name` on the grid axis x axis (row i: y = axis[i]).
+
+  Exact for the mixtures (ring8, grid25); for the other toys a normalised 2-D histogram
+  of `num_points` draws (default key: key(0)) with one cell centred on each grid point.
+  axis: an evenly spaced 1-D array. Returns float64 (len(axis), len(axis)).
+  """
+  _check_name(name)
+  axis = np.asarray(axis, np.float64)
+  if axis.ndim != 1 or axis.size < 2:
+    raise ValueError(f"axis must be a 1-D array of >= 2 grid values, got shape {axis.shape}")
+  size = axis.size
+  if name in MIXTURE_NAMES:
+    from research.data import gmm_entropy
+    xx, yy = np.meshgrid(axis, axis)
+    grid = np.stack([xx.ravel(), yy.ravel()], -1)
+    return np.exp(gmm_entropy.log_prob_np(mixture(name), grid)).reshape(size, size)
+  key = jax.random.key(0) if key is None else key
+  points = np.asarray(jax.jit(sample, static_argnums=(0, 2))(name, key, num_points))
+  half = (axis[1] - axis[0]) / 2
+  edges = np.linspace(axis[0] - half, axis[-1] + half, size + 1)
+  density, _, _ = np.histogram2d(points[:, 1], points[:, 0], bins=(edges, edges), density=True)
+  return density
+

@@ -180,3 +180,20 @@ def test_bad_input():
       toy.sample("ring8", jax.random.key(0), n)
   with pytest.raises(ValueError, match="name"):
     toy.mixture("nope")
+
+
+def test_reference_density_is_normalised_and_exact_for_mixtures():
+  axis = np.linspace(-3.5, 3.5, 141)
+  cell = (axis[1] - axis[0]) ** 2
+  ring = toy.reference_density("ring8", axis)
+  assert ring.shape == (141, 141)
+  np.testing.assert_allclose(ring.sum() * cell, 1.0, atol=1e-3)
+  # row i is y = axis[i], column j is x = axis[j]: the mode at (x, y) = (2, 0) is at row 70
+  x2, y0 = int(np.argmin(abs(axis - 2.0))), int(np.argmin(abs(axis)))
+  assert ring[y0, x2] > 1e3 * ring[y0, y0] and ring[y0, x2] > 1e3 * ring[x2, y0 - 10]
+  moons = toy.reference_density("moons", axis, num_points=200_000)
+  np.testing.assert_allclose(moons.sum() * cell, 1.0, atol=1e-2)   # moons fits in the box
+  with pytest.raises(ValueError, match="axis"):
+    toy.reference_density("ring8", np.zeros((2, 2)))
+  with pytest.raises(ValueError, match="name"):
+    toy.reference_density("nope", axis)
