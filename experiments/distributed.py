@@ -70,7 +70,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   """jax.distributed.initialize with checked flags and a named, bounded start-up.
 
   With no address / count / id, JAX detects the cluster (SLURM, Cloud TPU, Open MPI,
-  or its JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables).
+  Kubernetes; JAX_COORDINATOR_ADDRESS overrides the detected address).
   Must run before anything touches a JAX backend. heartbeat_timeout: seconds after
   which the survivors of a dead process abort (JAX's coordination service), so a
   `kill -9` of one process ends the whole job in bounded time.

@@ -152,7 +152,7 @@ def define_distributed_flags() -> None:
   flags.DEFINE_integer("num_processes", None, "Processes in the job (multi-process runs).")
   flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
   flags.DEFINE_bool("distributed", False, "Multi-process run: with no --coordinator_address, "
-                    "JAX detects the cluster (SLURM, Cloud TPU, Open MPI, JAX_* variables).")
+                    "JAX detects the cluster (SLURM, Cloud TPU, Open MPI, Kubernetes).")
   flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for every process to "
                        "reach the coordinator before giving up with an error.")
   flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds after which the other processes of a "

@@ -14,6 +14,9 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -231,6 +234,36 @@ def test_global_batch_not_divisible_by_all_devices(tmp_path):
   assert codes == [2, 2], _job_failure(job, codes)
   line = job.log(0).strip().splitlines()[-1]
   assert line.startswith("error:") and "batch_size=100" in line and "(6)" in line, line
+
+
+@pytest.mark.slow
+def test_distributed_flag_detects_a_slurm_job(tmp_path):
+  """--distributed alone under SLURM's variables (2 tasks on this host): JAX's SLURM
+  detection finds the coordinator, the process count and ids; the job trains on 8 devices."""
+  for job_id in range(os.getpid() % 4000, 4096):   # JAX's SLURM port: 61440 + job_id % 4096
+    port = 61440 + job_id
+    with socket.socket() as probe:
+      if probe.connect_ex(("127.0.0.1", port)) != 0:   # nothing listens there
+        break
+  processes = []
+  for i in range(2):
+    env = {**local_cluster.process_env(4), "SLURM_JOB_ID": str(job_id),
+           "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2", "SLURM_PROCID": str(i),
+           "SLURM_LOCALID": str(i), "SLURM_STEP_NUM_NODES": "1"}
+    log = open(tmp_path / f"process_{i}.log", "w")
+    processes.append(subprocess.Popen(
+        [sys.executable, "-m", "launch.train", "--config=configs/default.py",
+         f"--workdir={tmp_path / 'run'}", "--config.train.num_steps=20",
+         "--config.train.checkpoint_every=10", "--config.log.progress=false",
+         "--config.eval.num_samples=64", "--distributed"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO))
+  job = local_cluster.LocalJob(processes, [str(tmp_path / f"process_{i}.log") for i in range(2)],
+                               f"localhost:{port}")
+  codes = job.wait(timeout=600)
+  assert codes == [0, 0], _job_failure(job, codes)
+  with open(tmp_path / "run" / "metrics.jsonl") as f:
+    start = next(r for r in map(json.loads, f) if r.get("event") == "start")
+  assert start["num_devices"] == 8
 
 
 @pytest.mark.slow
