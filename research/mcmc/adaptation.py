@@ -37,7 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from research.mcmc import base, chains
+import research.mcmc.base as base
+import research.mcmc.chains as chains
 from research.mcmc.hmc import Leaf, energy, hmc, leapfrog
 from research.mcmc.mala import mala
 from research.mcmc.nuts import nuts

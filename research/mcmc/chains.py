@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.mcmc import base
+import research.mcmc.base as base
 
 
 def _num_chains(initial_positions) -> int:

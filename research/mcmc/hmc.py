@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from research.mcmc import base
+import research.mcmc.base as base
 
 
 class Leaf(NamedTuple):

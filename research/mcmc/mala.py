@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from research.mcmc import base
+import research.mcmc.base as base
 
 
 def mala(logdensity_fn, step_size, *, inverse_mass_matrix=None) -> base.Kernel:

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from research.mcmc import base
+import research.mcmc.base as base
 from research.mcmc.hmc import Leaf, energy, init_with_grad, leapfrog
 
 MAX_SUPPORTED_DEPTH = 30

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from research.mcmc import base
+import research.mcmc.base as base
 
 
 def rwm(logdensity_fn, step_size, *, proposal_covariance=None) -> base.Kernel:
