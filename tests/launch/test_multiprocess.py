@@ -294,27 +294,26 @@ def test_host_data_two_processes_match_one_process(tmp_path):
   _assert_losses_close(losses["two"], losses["one"], range(1, 7))
 
 
-def _wait_for_losses(workdir, n, job, timeout=600):
+def _wait_until(done, what, job, timeout=600):
+  """Poll `done()` until it holds; fail (killing the job) if a process exits first or time runs out."""
   deadline = time.monotonic() + timeout
-  path = os.path.join(workdir, "metrics.jsonl")
   while time.monotonic() < deadline:
-    if os.path.exists(path) and len(_losses(str(workdir))) >= n:
-      return
-    if any(p.poll() is not None for p in job.processes):
-      break
-    time.sleep(0.5)
-  job.kill()
-  raise AssertionError(f"no {n} loss rows in time\n" + _job_failure(job, [p.poll() for p in job.processes]))
-
-
-def _wait_for_checkpoint(workdir, step, job, timeout=600):
-  deadline = time.monotonic() + timeout
-  path = os.path.join(workdir, "checkpoints", str(step))
-  while time.monotonic() < deadline:
-    if os.path.isdir(path):
+    if done():
       return
     if any(p.poll() is not None for p in job.processes):
       break
     time.sleep(0.2)
   job.kill()
-  raise AssertionError(f"checkpoint {step} never written\n" + _job_failure(job, [p.poll() for p in job.processes]))
+  raise AssertionError(f"{what} never happened\n" +
+                       _job_failure(job, [p.poll() for p in job.processes]))
+
+
+def _wait_for_losses(workdir, n, job):
+  path = os.path.join(workdir, "metrics.jsonl")
+  _wait_until(lambda: os.path.exists(path) and len(_losses(str(workdir))) >= n,
+              f"{n} loss rows", job)
+
+
+def _wait_for_checkpoint(workdir, step, job):
+  path = os.path.join(workdir, "checkpoints", str(step))
+  _wait_until(lambda: os.path.isdir(path), f"checkpoint {step}", job)
