@@ -145,6 +145,46 @@ def ravel(position):
   return flat, unravel
 
 
+def init_with_grad(fn: str, logdensity_fn, inverse_mass_matrix):
+  """init(position) -> State with log p and its gradient (mala, hmc, nuts)."""
+
+  def init(position) -> State:
+    flat, unravel = ravel(position)
+    check_matrix_size(fn, inverse_mass_matrix, flat.shape[0])
+    logdensity, grad = flat_value_and_grad(logdensity_fn, unravel)(flat)
+    check_initial_logdensity(fn, logdensity)
+    return State(position, logdensity, unravel(grad))
+
+  return init
+
+
+class Flat(NamedTuple):
+  """A gradient kernel's state as flat vectors, and what its step computes with."""
+  x: Any                  # flattened position
+  grad: Any               # flattened grad log p at x
+  unravel: Callable       # flat vector -> position pytree
+  metric: "Metric"        # of the inverse mass matrix, at x's size and dtype
+  value_and_grad: Callable  # flat x -> (log p, grad log p)
+  eps: Any                # the step size in x's dtype
+
+
+def flat_state(fn: str, logdensity_fn, state: State, inverse_mass_matrix, step_size) -> Flat:
+  """The Flat view of `state` for kernel `fn` (checks the matrix size against the position)."""
+  x, unravel = ravel(state.position)
+  grad, _ = ravel(state.grad)
+  dim = x.shape[0]
+  check_matrix_size(fn, inverse_mass_matrix, dim)
+  return Flat(x, grad, unravel, metric(inverse_mass_matrix, dim, x.dtype),
+              flat_value_and_grad(logdensity_fn, unravel), jnp.asarray(step_size, x.dtype))
+
+
+def accept_or_keep(accepted, flat: Flat, state: State, x, logdensity, grad) -> State:
+  """The proposal (x, log p, grad) where accepted, else the current state."""
+  return State(flat.unravel(jnp.where(accepted, x, flat.x)),
+               jnp.where(accepted, logdensity, state.logdensity),
+               flat.unravel(jnp.where(accepted, grad, flat.grad)))
+
+
 def accept_probability(log_ratio):
   """min(1, exp(log_ratio)), 0 for a NaN ratio."""
   return jnp.where(jnp.isnan(log_ratio), 0.0, jnp.exp(jnp.minimum(log_ratio, 0.0)))

@@ -42,18 +42,6 @@ def energy(metric: base.Metric, leaf: Leaf):
   return -leaf.logdensity + metric.kinetic_energy(leaf.p)
 
 
-def init_with_grad(fn: str, logdensity_fn, inverse_mass_matrix):
-  """init(position) -> State with log p and its gradient (shared by hmc and nuts)."""
-
-  def init(position) -> base.State:
-    flat, unravel = base.ravel(position)
-    base.check_matrix_size(fn, inverse_mass_matrix, flat.shape[0])
-    logdensity, grad = base.flat_value_and_grad(logdensity_fn, unravel)(flat)
-    base.check_initial_logdensity(fn, logdensity)
-    return base.State(position, logdensity, unravel(grad))
-
-  return init
-
 
 def hmc(logdensity_fn, step_size, num_integration_steps: int,
         inverse_mass_matrix=None) -> base.Kernel:
@@ -69,25 +57,18 @@ def hmc(logdensity_fn, step_size, num_integration_steps: int,
   minv = base.check_inverse_mass_matrix("hmc", inverse_mass_matrix)
 
   def step(key, state: base.State):
-    flat, unravel = base.ravel(state.position)
-    grad, _ = base.ravel(state.grad)
-    dim = flat.shape[0]
-    base.check_matrix_size("hmc", minv, dim)
-    metric = base.metric(minv, dim, flat.dtype)
-    value_and_grad = base.flat_value_and_grad(logdensity_fn, unravel)
-    eps = jnp.asarray(step_size, flat.dtype)
+    f = base.flat_state("hmc", logdensity_fn, state, minv, step_size)
     key_momentum, key_accept = jax.random.split(key)
-    start = Leaf(flat, metric.sample_momentum(key_momentum), state.logdensity, grad)
-    end = jax.lax.fori_loop(0, num_integration_steps,
-                            lambda _, leaf: leapfrog(value_and_grad, metric, leaf, eps), start)
-    log_ratio = energy(metric, start) - energy(metric, end)
+    start = Leaf(f.x, f.metric.sample_momentum(key_momentum), state.logdensity, f.grad)
+    end = jax.lax.fori_loop(
+        0, num_integration_steps,
+        lambda _, leaf: leapfrog(f.value_and_grad, f.metric, leaf, f.eps), start)
+    log_ratio = energy(f.metric, start) - energy(f.metric, end)
     accepted = base.metropolis_accept(key_accept, log_ratio)
     divergent = jnp.isnan(log_ratio) | (-log_ratio > base.DIVERGENCE_THRESHOLD)
-    new = base.State(unravel(jnp.where(accepted, end.x, flat)),
-                     jnp.where(accepted, end.logdensity, state.logdensity),
-                     unravel(jnp.where(accepted, end.grad, grad)))
+    new = base.accept_or_keep(accepted, f, state, end.x, end.logdensity, end.grad)
     info = base.Info(base.accept_probability(log_ratio), accepted, divergent,
                      jnp.asarray(num_integration_steps, jnp.int32))
     return new, info
 
-  return base.Kernel(init_with_grad("hmc", logdensity_fn, minv), step)
+  return base.Kernel(base.init_with_grad("hmc", logdensity_fn, minv), step)

@@ -30,23 +30,12 @@ def mala(logdensity_fn, step_size, *, inverse_mass_matrix=None) -> base.Kernel:
   base.check_step_size("mala", step_size)
   minv = base.check_inverse_mass_matrix("mala", inverse_mass_matrix)
 
-  def init(position) -> base.State:
-    flat, unravel = base.ravel(position)
-    base.check_matrix_size("mala", minv, flat.shape[0])
-    logdensity, grad = base.flat_value_and_grad(logdensity_fn, unravel)(flat)
-    base.check_initial_logdensity("mala", logdensity)
-    return base.State(position, logdensity, unravel(grad))
-
   def step(key, state: base.State):
-    flat, unravel = base.ravel(state.position)
-    grad, _ = base.ravel(state.grad)
-    dim = flat.shape[0]
-    base.check_matrix_size("mala", minv, dim)
-    m = base.metric(minv, dim, flat.dtype)
-    eps = jnp.asarray(step_size, flat.dtype)
+    f = base.flat_state("mala", logdensity_fn, state, minv, step_size)
+    flat, grad, m, eps = f.x, f.grad, f.metric, f.eps
     key_noise, key_accept = jax.random.split(key)
     proposal = flat + eps * m.velocity(grad) + jnp.sqrt(2 * eps) * m.sample_noise(key_noise)
-    logdensity, new_grad = base.flat_value_and_grad(logdensity_fn, unravel)(proposal)
+    logdensity, new_grad = f.value_and_grad(proposal)
 
     def log_q(to, frm, grad_frm):   # log q(to | frm) up to a constant
       return -m.mass_norm(to - frm - eps * m.velocity(grad_frm)) / (4 * eps)
@@ -54,11 +43,9 @@ def mala(logdensity_fn, step_size, *, inverse_mass_matrix=None) -> base.Kernel:
     log_ratio = (logdensity - state.logdensity + log_q(flat, proposal, new_grad)
                  - log_q(proposal, flat, grad))
     accepted = base.metropolis_accept(key_accept, log_ratio)
-    new = base.State(unravel(jnp.where(accepted, proposal, flat)),
-                     jnp.where(accepted, logdensity, state.logdensity),
-                     unravel(jnp.where(accepted, new_grad, grad)))
+    new = base.accept_or_keep(accepted, f, state, proposal, logdensity, new_grad)
     info = base.Info(base.accept_probability(log_ratio), accepted, jnp.zeros((), bool),
                      jnp.ones((), jnp.int32))
     return new, info
 
-  return base.Kernel(init, step)
+  return base.Kernel(base.init_with_grad("mala", logdensity_fn, minv), step)

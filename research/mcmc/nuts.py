@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 import research.mcmc.base as base
-from research.mcmc.hmc import Leaf, energy, init_with_grad, leapfrog
+from research.mcmc.hmc import Leaf, energy, leapfrog
 
 MAX_SUPPORTED_DEPTH = 30
 
@@ -86,13 +86,9 @@ def nuts(logdensity_fn, step_size, inverse_mass_matrix=None, max_tree_depth: int
   level_sizes = jnp.left_shift(1, levels)
 
   def step(key, state: base.State):
-    flat, unravel = base.ravel(state.position)
-    grad, _ = base.ravel(state.grad)
+    f = base.flat_state("nuts", logdensity_fn, state, minv, step_size)
+    flat, grad, unravel, metric, value_and_grad, eps = f
     dim, dtype = flat.shape[0], flat.dtype
-    base.check_matrix_size("nuts", minv, dim)
-    metric = base.metric(minv, dim, dtype)
-    value_and_grad = base.flat_value_and_grad(logdensity_fn, unravel)
-    eps = jnp.asarray(step_size, dtype)
     key_momentum, key_tree = jax.random.split(key)
     start = Leaf(flat, metric.sample_momentum(key_momentum), state.logdensity, grad)
     energy0 = energy(metric, start)
@@ -167,4 +163,4 @@ def nuts(logdensity_fn, step_size, inverse_mass_matrix=None, max_tree_depth: int
                      jnp.any(proposal.x != flat), tree.diverging, tree.num_steps)
     return new, info
 
-  return base.Kernel(init_with_grad("nuts", logdensity_fn, minv), step)
+  return base.Kernel(base.init_with_grad("nuts", logdensity_fn, minv), step)
